@@ -1,0 +1,44 @@
+"""Adapter names and paths: validated before any executor touches the filesystem.
+
+A LoRA path from a client is untrusted. It must resolve (symlinks followed) to a directory under one of the
+configured adapter roots, and may not contain `..` at all, so neither a relative escape nor a symlink escape can
+make the server read arbitrary files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+
+from trt_gateway import errors
+from trt_gateway.config import ADAPTER_NAME_RE
+
+
+def check_name(name: str, field: str = "name") -> None:
+    if not ADAPTER_NAME_RE.match(name):
+        raise errors.InvalidArgument(
+            f"{field} must match {ADAPTER_NAME_RE.pattern}, got {name[:80]!r}", field=field
+        )
+
+
+def confine(path: str, roots: Sequence[str], field: str = "path") -> str:
+    """Return the resolved directory, or raise if it lies outside every root."""
+    if not roots:
+        raise errors.FailedPrecondition(
+            "loading adapters by path is disabled: the server has no adapter roots (--adapter-root)", field=field
+        )
+    if not path:
+        raise errors.InvalidArgument(f"{field} must not be empty", field=field)
+    if ".." in PurePath(path).parts:
+        raise errors.InvalidArgument(f"{field} must not contain '..', got {path[:200]!r}", field=field)
+    candidate = Path(path) if os.path.isabs(path) else Path(roots[0]) / path
+    resolved = Path(os.path.realpath(candidate))
+    real_roots = [Path(os.path.realpath(r)) for r in roots]
+    if not any(resolved == root or resolved.is_relative_to(root) for root in real_roots):
+        raise errors.InvalidArgument(
+            f"{field} {path[:200]!r} resolves outside the adapter roots ({', '.join(map(str, roots))})", field=field
+        )
+    if not resolved.is_dir():
+        raise errors.InvalidArgument(f"{field} {path[:200]!r} is not a directory", field=field)
+    return str(resolved)

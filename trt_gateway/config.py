@@ -1,0 +1,250 @@
+"""Validated configuration: frozen dataclasses, filled from a TOML/JSON file and CLI flags, checked once.
+
+Every error names the offending key (dotted path) and why, so a typo in a config file fails at start-up rather than
+being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, mistyped or out of range."""
+
+
+ADAPTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: str = ""  # server certificate chain (PEM); TLS is on when set
+    key_file: str = ""
+    client_ca_file: str = ""  # when set, clients must present a certificate signed by this CA (mTLS)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+    def validate(self, where: str) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError(f"{where}: cert_file and key_file must be set together")
+        if self.client_ca_file and not self.cert_file:
+            raise ConfigError(f"{where}.client_ca_file needs cert_file and key_file (mTLS runs over TLS)")
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"{where}.{name}: no such file: {value}")
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-request limits the server enforces before a request reaches the executor."""
+
+    max_n: int = 8
+    max_stop: int = 16
+    max_stop_length: int = 256
+    max_tokens: int = 8192  # upper bound for max_tokens (the context window may lower it)
+    default_max_tokens: int = 256
+    max_prompt_chars: int = 1_000_000
+    max_prompt_tokens: int = 131_072  # token_ids input length
+    max_messages: int = 1024
+    max_logit_bias: int = 1024
+    max_top_logprobs: int = 20
+    max_request_id_length: int = 128
+
+    def validate(self, where: str) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 1:
+                raise ConfigError(f"{where}.{f.name} must be >= 1, got {getattr(self, f.name)}")
+        if self.default_max_tokens > self.max_tokens:
+            raise ConfigError(f"{where}.default_max_tokens must be <= max_tokens ({self.max_tokens})")
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """The bounded admission queue in front of the executor."""
+
+    max_inflight: int = 256  # requests handed to the executor at once (it batches and queues them itself)
+    max_queued: int = 1024  # requests waiting in the gateway beyond that; more get RESOURCE_EXHAUSTED
+    retry_after_s: float = 1.0  # base of the retry-after hint sent with RESOURCE_EXHAUSTED
+
+    def validate(self, where: str) -> None:
+        if self.max_inflight < 1:
+            raise ConfigError(f"{where}.max_inflight must be >= 1, got {self.max_inflight}")
+        if self.max_queued < 0:
+            raise ConfigError(f"{where}.max_queued must be >= 0, got {self.max_queued}")
+        if self.retry_after_s <= 0:
+            raise ConfigError(f"{where}.retry_after_s must be > 0, got {self.retry_after_s}")
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    adapter_roots: tuple[str, ...] = ()  # adapter paths must lie under one of these directories
+    adapters: Mapping[str, str] = field(default_factory=dict)  # preloaded: name -> directory
+    max_loras: int = 8  # adapters resident in executor slots at once
+    max_cpu_loras: int = 32  # adapters cached in host memory
+    max_lora_rank: int = 64
+
+    def validate(self, where: str) -> None:
+        for name in ("max_loras", "max_cpu_loras", "max_lora_rank"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_cpu_loras < self.max_loras:
+            raise ConfigError(f"{where}.max_cpu_loras must be >= max_loras ({self.max_loras})")
+        for name in self.adapters:
+            if not ADAPTER_NAME_RE.match(name):
+                raise ConfigError(f"{where}.adapters: invalid adapter name {name!r} (must match {ADAPTER_NAME_RE.pattern})")
+        if self.adapters and not self.adapter_roots:
+            raise ConfigError(f"{where}.adapters needs at least one adapter root (--adapter-root)")
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    mode: str = ""  # "" (off), "ngram" or "draft"
+    draft_model: str = ""  # checkpoint directory, for mode "draft"
+    num_draft_tokens: int = 4
+
+    def validate(self, where: str) -> None:
+        if self.mode not in ("", "ngram", "draft"):
+            raise ConfigError(f"{where}.mode must be one of '', 'ngram', 'draft', got {self.mode!r}")
+        if self.mode == "draft" and not self.draft_model:
+            raise ConfigError(f"{where}.draft_model is required when mode is 'draft' (--draft-model)")
+        if not 1 <= self.num_draft_tokens <= 16:
+            raise ConfigError(f"{where}.num_draft_tokens must be in [1, 16], got {self.num_draft_tokens}")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    name: str = "native"  # an entry point in the group "trt_gateway.executors"
+    model: str = ""  # checkpoint directory; empty = the embedded demo model
+    served_name: str = ""  # the name clients use; default: the checkpoint directory's name
+    options: Mapping[str, Any] = field(default_factory=dict)  # executor-specific settings, passed through as is
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 0  # 0 = no metrics endpoint
+    grace_period_s: float = 30.0  # in-flight streams get this long to finish on SIGTERM
+    api_keys: tuple[str, ...] = ()  # when set, calls must send "authorization: Bearer <key>"
+    max_message_bytes: int = 64 * 1024 * 1024
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+    def validate(self, where: str) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"{where}.port must be in [0, 65535], got {self.port}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"{where}.metrics_port must be in [0, 65535], got {self.metrics_port}")
+        if self.grace_period_s < 0:
+            raise ConfigError(f"{where}.grace_period_s must be >= 0, got {self.grace_period_s}")
+        self.tls.validate(f"{where}.tls")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+
+    def validated(self) -> GatewayConfig:
+        self.server.validate("server")
+        self.limits.validate("limits")
+        self.admission.validate("admission")
+        self.executor.lora.validate("executor.lora")
+        self.executor.speculative.validate("executor.speculative")
+        return self
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (.toml) or JSON (.json) config file into a plain mapping."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
+    try:
+        data = json.loads(raw) if p.suffix == ".json" else tomllib.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a table at the top level")
+    return data
+
+
+def from_mapping(data: Mapping[str, Any]) -> GatewayConfig:
+    """Build and validate a GatewayConfig from nested mappings (a parsed file merged with CLI overrides)."""
+    return _build(GatewayConfig, data, "").validated()
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `override` into `base` (CLI flags over the config file)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key not in ("options", "adapters"):
+            out[key] = merge(out[key], value)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'} must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {_join(where, unknown[0])}; known keys: {', '.join(sorted(known))}")
+    kwargs = {name: _coerce(hints[name], value, _join(where, name)) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)  # type: ignore[arg-type]
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table, got {type(value).__name__}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

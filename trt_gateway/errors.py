@@ -1,0 +1,141 @@
+"""The one error hierarchy and the one table that maps it to gRPC status codes.
+
+The server raises these and `server/boundary.py` turns them into a status; the client turns a status back into the
+same class with `from_status`. Everything that is not a `GatewayError` reaching the boundary is a bug: INTERNAL.
+
+Recoverable errors fail one request. `EngineDead` is fatal: the executor cannot serve anything any more, so health goes
+NOT_SERVING and the process exits for its supervisor to restart it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+RETRY_AFTER_KEY = "retry-after-ms"  # trailing metadata on RESOURCE_EXHAUSTED / UNAVAILABLE
+FIELD_KEY = "error-field"  # trailing metadata naming the offending request field, when there is one
+
+
+class GatewayError(Exception):
+    """Base class. `retryable` says whether sending the same request again may succeed."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.retry_after_s = retry_after_s
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return code_for(self)
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        md: list[tuple[str, str]] = []
+        if self.field:
+            md.append((FIELD_KEY, self.field))
+        if self.retry_after_s is not None:
+            md.append((RETRY_AFTER_KEY, str(int(self.retry_after_s * 1000))))
+        return tuple(md)
+
+
+class InvalidArgument(GatewayError):
+    """The request is malformed or over a limit; the message names the field and the limit."""
+
+
+class NotFound(GatewayError):
+    """Unknown model, adapter or request id."""
+
+
+class AlreadyExists(GatewayError):
+    """An adapter name is already registered with a different path."""
+
+
+class FailedPrecondition(GatewayError):
+    """The operation is valid but not in the current state (e.g. unloading an adapter that is in use)."""
+
+
+class ResourceExhausted(GatewayError):
+    """The admission queue is full, or the executor ran out of memory for this request."""
+
+    retryable = True
+
+
+class Unavailable(GatewayError):
+    """Starting, draining or shutting down."""
+
+    retryable = True
+
+
+class EngineDead(Unavailable):
+    """The executor has failed for good. Fatal for the process, UNAVAILABLE for the request."""
+
+
+class DeadlineExceeded(GatewayError):
+    pass
+
+
+class Cancelled(GatewayError):
+    pass
+
+
+class Unimplemented(GatewayError):
+    """The executor lacks a capability the request asked for."""
+
+
+class Unauthenticated(GatewayError):
+    pass
+
+
+class PermissionDenied(GatewayError):
+    pass
+
+
+class Internal(GatewayError):
+    """A bug. Never raised on purpose for bad input."""
+
+
+# The one table. Order matters for subclasses: the first class an error is an instance of wins.
+_TABLE: Sequence[tuple[type[GatewayError], grpc.StatusCode]] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (Cancelled, grpc.StatusCode.CANCELLED),
+    (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Internal, grpc.StatusCode.INTERNAL),
+)
+
+
+def code_for(error: GatewayError) -> grpc.StatusCode:
+    for cls, code in _TABLE:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def class_for(code: grpc.StatusCode) -> type[GatewayError]:
+    for cls, table_code in _TABLE:
+        if table_code == code:
+            return cls
+    return Internal
+
+
+def from_status(
+    code: grpc.StatusCode, details: str | None, trailing_metadata: Sequence[tuple[str, str | bytes]] | None = None
+) -> GatewayError:
+    """Rebuild the typed error from a received status (client side)."""
+    md = {k: v for k, v in (trailing_metadata or ()) if isinstance(v, str)}
+    retry_after = md.get(RETRY_AFTER_KEY)
+    return class_for(code)(
+        details or code.name,
+        field=md.get(FIELD_KEY),
+        retry_after_s=int(retry_after) / 1000 if retry_after and retry_after.isdigit() else None,
+    )

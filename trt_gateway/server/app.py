@@ -1,0 +1,166 @@
+"""Build, run and stop the gateway server.
+
+Start-up order: listen first (health answers NOT_SERVING and RPCs get UNAVAILABLE while models load), start the
+executor, preload adapters, then flip health to SERVING. Shutdown order: health NOT_SERVING -> refuse new requests
+-> let in-flight streams finish within the grace period -> executor shutdown. If the executor dies, health goes
+NOT_SERVING, in-flight streams end with UNAVAILABLE, and `serve` returns a non-zero exit code for the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from trt_gateway import adapter_paths
+from trt_gateway.config import GatewayConfig, ServerConfig
+from trt_gateway.executors import registry
+from trt_gateway.executors.base import Executor, Health
+from trt_gateway.server.interceptors import ApiKeyInterceptor
+from trt_gateway.server.metrics import Metrics
+from trt_gateway.server.servicer import GatewayServicer
+from trt_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger("trt_gateway.server")
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name  # "trt_gateway.v1.Gateway"
+EXIT_ENGINE_DEAD = 3
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def model_health_name(model: str) -> str:
+    """The grpc.health.v1 service name of one model: "trt_gateway.v1.Gateway/<model>"."""
+    return f"{SERVICE_NAME}/{model}"
+
+
+def _server_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not silently share it
+    ]
+
+
+def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
+    tls = cfg.tls
+    client_ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+class GatewayServer:
+    def __init__(self, config: GatewayConfig, executor: Executor | None = None) -> None:
+        self.config = config
+        self.executor = executor if executor is not None else registry.create(config.executor)
+        self.metrics = Metrics()
+        self.servicer = GatewayServicer(config, self.executor, self.metrics)
+        self.health = health_aio.HealthServicer()
+        self.port = 0
+        self.engine_died = False
+        self._server: grpc.aio.Server | None = None
+        self._metrics_server: object | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Listen, load the executor, go SERVING. Returns the bound port."""
+        cfg = self.config.server
+        interceptors = [ApiKeyInterceptor(cfg.api_keys)] if cfg.api_keys else []
+        server = grpc.aio.server(options=_server_options(cfg), interceptors=interceptors)
+        gateway_pb2_grpc.add_GatewayServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
+        address = f"{cfg.host}:{cfg.port}"
+        self.port = server.add_secure_port(address, _credentials(cfg)) if cfg.tls.enabled else server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}")
+        await self._set_health(NOT_SERVING)
+        await server.start()
+        self._server = server
+        self._start_metrics()
+        log.info("listening on %s:%d (%s), loading executor %r", cfg.host, self.port,
+                 "TLS" if cfg.tls.enabled else "plaintext", self.executor.name)
+        await self.executor.start()
+        models = list(self.executor.models())
+        await self._preload_adapters(models[0].name)
+        self.servicer.set_ready(models)
+        await self._set_health(SERVING, models=[m.name for m in models])
+        self._monitor = asyncio.create_task(self._watch_executor())
+        log.info("serving %s", ", ".join(m.name for m in models))
+        return self.port
+
+    async def _preload_adapters(self, model: str) -> None:
+        lora = self.config.executor.lora
+        for name, path in lora.adapters.items():
+            adapter_paths.check_name(name, "executor.lora.adapters")
+            await self.executor.load_adapter(model, name, adapter_paths.confine(path, lora.adapter_roots))
+
+    def _start_metrics(self) -> None:
+        if not self.config.server.metrics_port:
+            return
+        from prometheus_client import start_http_server
+
+        self._metrics_server, _ = start_http_server(
+            self.config.server.metrics_port, addr=self.config.server.host, registry=self.metrics.registry
+        )
+
+    async def _set_health(self, status: int, models: list[str] | None = None) -> None:
+        for name in ("", SERVICE_NAME, *(model_health_name(m) for m in models or self.servicer._models)):
+            await self.health.set(name, status)
+
+    async def _watch_executor(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if self.executor.health() is Health.DEAD:
+                log.critical("executor %r died; going NOT_SERVING and shutting down", self.executor.name)
+                self.engine_died = True
+                await self._set_health(NOT_SERVING)
+                self._stopped.set()
+                return
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown; safe to call twice."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        grace = self.config.server.grace_period_s if grace_s is None else grace_s
+        await self.health.enter_graceful_shutdown()  # NOT_SERVING for every service, and it stays so
+        self.servicer.admission.close()
+        log.info("draining: up to %.1fs for %d in-flight request(s)", grace, len(self.servicer.registry))
+        await server.stop(grace)
+        if self._monitor is not None:
+            self._monitor.cancel()
+        await self.executor.shutdown()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()  # type: ignore[attr-defined]
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(config: GatewayConfig, executor: Executor | None = None) -> int:
+    """Run until SIGTERM/SIGINT or executor death. Returns the process exit code."""
+    server = GatewayServer(config, executor)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server._stopped.set)
+    await server.start()
+    await server.wait_stopped()
+    await server.stop(1.0 if server.engine_died else None)  # a dead engine has nothing left to drain
+    return EXIT_ENGINE_DEAD if server.engine_died else 0

@@ -1,0 +1,162 @@
+"""One Generate / GenerateStream call, from admission to the last delta, with abort and cancellation designed in.
+
+`n > 1` fans out into n executor requests ("<id>/<index>", seed + index) whose deltas are merged as they arrive.
+Whatever way the call ends (finished, failed, client cancel, disconnect, deadline, shutdown), every executor request
+that is still running is aborted in `finally`, so its KV blocks are freed by the executor's next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from trt_gateway import errors
+from trt_gateway.executors.base import Executor
+from trt_gateway.server.admission import Admission
+from trt_gateway.types import Finish, FinishReason, GenerateRequest, TokenDelta, Usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Handle:
+    """What Abort needs to find a running call."""
+
+    request_id: str
+    sub_ids: tuple[str, ...]
+    aborted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Registry:
+    """Request id -> running call. Ids are unique among running calls."""
+
+    def __init__(self) -> None:
+        self._handles: dict[str, Handle] = {}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def add(self, request_id: str, n: int) -> Handle:
+        if request_id in self._handles:
+            raise errors.AlreadyExists(f"request_id {request_id!r} is already running", field="request_id")
+        subs = (request_id,) if n == 1 else tuple(f"{request_id}/{i}" for i in range(n))
+        handle = self._handles[request_id] = Handle(request_id, subs)
+        return handle
+
+    def remove(self, handle: Handle) -> None:
+        if self._handles.get(handle.request_id) is handle:
+            del self._handles[handle.request_id]
+
+    def get(self, request_id: str) -> Handle | None:
+        return self._handles.get(request_id)
+
+
+@dataclass
+class Progress:
+    """Timing of one call, for the final chunk's Timings and the metrics."""
+
+    arrived: float = field(default_factory=time.monotonic)
+    queue_s: float = 0.0
+    first_token_at: float | None = None
+
+
+async def run(
+    executor: Executor,
+    admission: Admission,
+    registry: Registry,
+    request: GenerateRequest,
+    n: int,
+    progress: Progress,
+) -> AsyncIterator[tuple[int, TokenDelta]]:
+    """Yield (output index, delta) until every output has finished."""
+    handle = registry.add(request.request_id, n)
+    try:
+        progress.queue_s = await admission.acquire(request.priority, handle.aborted)
+    except errors.Cancelled:
+        registry.remove(handle)
+        for i in range(n):
+            yield i, _cancelled_while_queued()
+        return
+    except BaseException:
+        registry.remove(handle)
+        raise
+    subs = [request] if n == 1 else [_sub_request(request, sub_id, i) for i, sub_id in enumerate(handle.sub_ids)]
+    unfinished = set(range(n))
+    try:
+        async for index, delta in _merge(executor, subs):
+            if delta.token_ids and progress.first_token_at is None:
+                progress.first_token_at = time.monotonic()
+            if delta.finish is not None:
+                unfinished.discard(index)
+            yield index, delta
+    finally:
+        registry.remove(handle)
+        admission.release()
+        if unfinished:
+            await _abort(executor, [handle.sub_ids[i] for i in unfinished])
+
+
+def _cancelled_while_queued() -> TokenDelta:
+    return TokenDelta(finish=Finish(FinishReason.CANCELLED, Usage()))
+
+
+async def abort(executor: Executor, registry: Registry, request_id: str) -> bool:
+    """The Abort RPC: idempotent; True if the call was still running or queued."""
+    handle = registry.get(request_id)
+    if handle is None:
+        return await executor.abort(request_id)  # the executor may know ids the gateway did not assign
+    handle.aborted.set()  # wakes it if it is still in the admission queue
+    for sub in handle.sub_ids:
+        await executor.abort(sub)
+    return True
+
+
+async def _abort(executor: Executor, sub_ids: list[str]) -> None:
+    for sub in sub_ids:
+        try:
+            await executor.abort(sub)
+        except Exception:  # noqa: BLE001 - cleanup must not mask the original outcome
+            log.exception("executor abort of %s failed", sub)
+
+
+def _sub_request(request: GenerateRequest, sub_id: str, index: int) -> GenerateRequest:
+    sampling = request.sampling
+    if sampling.seed is not None:
+        sampling = dataclasses.replace(sampling, seed=(sampling.seed + index) % 2**64)
+    return dataclasses.replace(request, request_id=sub_id, sampling=sampling)
+
+
+async def _merge(executor: Executor, subs: list[GenerateRequest]) -> AsyncIterator[tuple[int, TokenDelta]]:
+    if len(subs) == 1:  # the common case: no tasks, no queue hop
+        async for delta in executor.generate(subs[0]):
+            yield 0, delta
+        return
+    queue: asyncio.Queue[tuple[int, TokenDelta | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, sub: GenerateRequest) -> None:
+        try:
+            async for delta in executor.generate(sub):
+                await queue.put((index, delta))
+            await queue.put((index, None))
+        except Exception as exc:  # noqa: BLE001 - forwarded to the consumer, which re-raises it
+            await queue.put((index, exc))
+
+    tasks = [asyncio.create_task(pump(i, sub)) for i, sub in enumerate(subs)]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,40 @@
+"""Every Prometheus metric the gateway exports, in one place, on a registry owned by the server instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "trt_gateway_requests", "Finished RPCs by method and status code.", ("method", "code"), registry=r
+        )
+        self.request_seconds = Histogram(
+            "trt_gateway_request_duration_seconds", "RPC duration.", ("method",), buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.ttft_seconds = Histogram(
+            "trt_gateway_time_to_first_token_seconds", "From arrival to the first token.", ("model",),
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.itl_seconds = Histogram(
+            "trt_gateway_inter_token_latency_seconds", "Time between tokens of one output.", ("model",),
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "trt_gateway_queue_time_seconds", "Time spent in the admission queue.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.prompt_tokens = Counter("trt_gateway_prompt_tokens", "Prompt tokens processed.", ("model",), registry=r)
+        self.completion_tokens = Counter(
+            "trt_gateway_completion_tokens", "Tokens generated.", ("model",), registry=r
+        )
+        self.queue_depth = Gauge("trt_gateway_queue_depth", "Requests waiting for admission.", registry=r)
+        self.inflight = Gauge("trt_gateway_inflight_requests", "Requests admitted to the executor.", registry=r)
+        self.active_streams = Gauge("trt_gateway_active_streams", "Open Generate/GenerateStream RPCs.", registry=r)
+        self.rejected = Counter(
+            "trt_gateway_rejected", "Requests refused by admission, by reason.", ("reason",), registry=r
+        )

@@ -1,0 +1,206 @@
+"""The Gateway servicer: thin. Each RPC is validate -> convert -> executor -> convert, inside the RPC boundary."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from trt_gateway import adapter_paths, errors
+from trt_gateway.config import GatewayConfig
+from trt_gateway.executors.base import Executor
+from trt_gateway.log import request_id_var
+from trt_gateway.server import boundary, convert, generation, validation
+from trt_gateway.server.admission import Admission
+from trt_gateway.server.metrics import Metrics
+from trt_gateway.types import Finish, FinishReason, ModelInfo, TokenDelta, Usage
+from trt_gateway.v1 import gateway_pb2 as pb
+from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+
+class GatewayServicer(pb_grpc.GatewayServicer):
+    def __init__(self, config: GatewayConfig, executor: Executor, metrics: Metrics) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.executor = executor
+        self.metrics = metrics
+        self.admission = Admission(config.admission, metrics)
+        self.registry = generation.Registry()
+        self._models: dict[str, ModelInfo] = {}
+        self._default = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def set_ready(self, models: Sequence[ModelInfo]) -> None:
+        self._models = {m.name: m for m in models}
+        self._default = models[0].name
+
+    def _model(self, name: str) -> ModelInfo:
+        if not self._models:
+            raise errors.Unavailable("the server is starting: models are loading")
+        info = self._models.get(name or self._default)
+        if info is None:
+            raise errors.NotFound(
+                validation.MESSAGES["unknown_model"].format(value=name, available=", ".join(self._models)),
+                field="model",
+            )
+        return info
+
+    # -- generation -----------------------------------------------------------------------------------------------
+
+    async def _start(self, msg: pb.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        progress = generation.Progress()
+        info = self._model(msg.model)
+        rid = msg.request_id or boundary.metadata_request_id(context) or boundary.new_request_id()
+        validation.request_id(rid, self.limits)
+        request_id_var.set(rid)
+        validation.generate(msg, info, self.limits)
+        request = convert.generate_request(msg, rid, info.name, self.limits)
+        await context.send_initial_metadata(((boundary.REQUEST_ID_KEY, rid),))
+        deltas = generation.run(self.executor, self.admission, self.registry, request, max(msg.n, 1), progress)
+        return info, rid, progress, deltas
+
+    def _timings(self, progress: generation.Progress, finish: Finish | None) -> pb.Timings:
+        now = time.monotonic()
+        queue_s = progress.queue_s + (finish.queue_time_s if finish else 0.0)
+        ttft = (progress.first_token_at - progress.arrived) if progress.first_token_at else 0.0
+        return pb.Timings(
+            queue_time_ms=queue_s * 1e3, time_to_first_token_ms=ttft * 1e3, total_time_ms=(now - progress.arrived) * 1e3
+        )
+
+    def _observe(self, model: str, progress: generation.Progress, delta: TokenDelta, last: list[float], i: int) -> None:
+        now = time.monotonic()
+        k = len(delta.token_ids)
+        if k:
+            if last[i] == 0.0:
+                self.metrics.ttft_seconds.labels(model).observe(now - progress.arrived)
+            else:
+                for _ in range(k):  # several tokens in one delta (speculation) share the gap
+                    self.metrics.itl_seconds.labels(model).observe((now - last[i]) / k)
+            last[i] = now
+        if delta.finish is not None:
+            self.metrics.prompt_tokens.labels(model).inc(delta.finish.usage.prompt_tokens)
+            self.metrics.completion_tokens.labels(model).inc(delta.finish.usage.completion_tokens)
+
+    @boundary.stream("GenerateStream")
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateStreamResponse]:
+        info, rid, progress, deltas = await self._start(request, context)
+        n = max(request.n, 1)
+        tokens, last, finished, sent = [0] * n, [0.0] * n, set(), False
+        self.metrics.active_streams.inc()
+        try:
+            async with contextlib.aclosing(deltas):  # closed even if gRPC stops iterating us without an exception
+                async for index, delta in deltas:
+                    self._observe(info.name, progress, delta, last, index)
+                    tokens[index] += len(delta.token_ids)
+                    chunk = convert.stream_chunk(rid, index, delta)
+                    if delta.finish is not None:
+                        finished.add(index)
+                        chunk.timings.CopyFrom(self._timings(progress, delta.finish))
+                    sent = True
+                    yield chunk
+        except errors.GatewayError:
+            # After the first chunk, each unfinished output gets a terminal ERROR chunk (with the usage so far)
+            # before the status, so a client never has to guess whether an output ended.
+            if sent:
+                for index in sorted(set(range(n)) - finished):
+                    error = Finish(FinishReason.ERROR, Usage(completion_tokens=tokens[index]))
+                    chunk = convert.stream_chunk(rid, index, TokenDelta(finish=error))
+                    chunk.timings.CopyFrom(self._timings(progress, None))
+                    yield chunk
+            raise
+        finally:
+            self.metrics.active_streams.dec()
+
+    @boundary.unary("Generate")
+    async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
+        info, rid, progress, deltas = await self._start(request, context)
+        n = max(request.n, 1)
+        per_output: list[list[TokenDelta]] = [[] for _ in range(n)]
+        last = [0.0] * n
+        prompt = None
+        self.metrics.active_streams.inc()
+        try:
+            async with contextlib.aclosing(deltas):
+                async for index, delta in deltas:
+                    self._observe(info.name, progress, delta, last, index)
+                    per_output[index].append(delta)
+                    prompt = prompt or delta.prompt
+        finally:
+            self.metrics.active_streams.dec()
+        outputs = [convert.output(i, ds) for i, ds in enumerate(per_output)]
+        response = pb.GenerateResponse(request_id=rid, outputs=outputs, usage=convert.total_usage(outputs))
+        if prompt is not None:
+            response.prompt.CopyFrom(convert.prompt_info(prompt))
+        response.timings.CopyFrom(self._timings(progress, next((d.finish for d in per_output[0] if d.finish), None)))
+        return response
+
+    @boundary.unary("Abort")
+    async def Abort(self, request: pb.AbortRequest, context: grpc.aio.ServicerContext) -> pb.AbortResponse:
+        if not request.request_id:
+            raise validation.fail("empty", "request_id")
+        validation.request_id(request.request_id, self.limits)
+        return pb.AbortResponse(found=await generation.abort(self.executor, self.registry, request.request_id))
+
+    # -- models and tokens ----------------------------------------------------------------------------------------
+
+    @boundary.unary("Tokenize")
+    async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
+        info = self._model(request.model)
+        validation.prompt_input(request.text, (), request.messages, self.limits, info.vocab_size)
+        if not info.capabilities.tokenize:
+            raise validation.unsupported("text", "tokenization", info)
+        ids = await self.executor.tokenize(
+            info.name,
+            text=request.text or None,
+            messages=convert.messages(request.messages) or None,
+            add_special_tokens=request.add_special_tokens if request.HasField("add_special_tokens") else True,
+        )
+        return pb.TokenizeResponse(token_ids=ids, count=len(ids))
+
+    @boundary.unary("ListModels")
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        self._model("")  # UNAVAILABLE while starting
+        return pb.ListModelsResponse(
+            models=[convert.model_info(m, self.limits, default=m.name == self._default) for m in self._models.values()]
+        )
+
+    @boundary.unary("GetModelInfo")
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        info = self._model(request.model)
+        return convert.model_info(info, self.limits, default=info.name == self._default)
+
+    # -- adapters -------------------------------------------------------------------------------------------------
+
+    def _lora_model(self, name: str) -> ModelInfo:
+        info = self._model(name)
+        if not info.capabilities.lora:
+            raise validation.unsupported("adapter", "LoRA adapters", info)
+        return info
+
+    @boundary.unary("ListAdapters")
+    async def ListAdapters(
+        self, request: pb.ListAdaptersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAdaptersResponse:
+        info = self._lora_model(request.model)
+        return pb.ListAdaptersResponse(adapters=[convert.adapter_info(a) for a in self.executor.list_adapters(info.name)])
+
+    @boundary.unary("LoadAdapter")
+    async def LoadAdapter(self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext) -> pb.AdapterInfo:
+        info = self._lora_model(request.model)
+        adapter_paths.check_name(request.name)
+        path = adapter_paths.confine(request.path, self.config.executor.lora.adapter_roots)
+        return convert.adapter_info(await self.executor.load_adapter(info.name, request.name, path))
+
+    @boundary.unary("UnloadAdapter")
+    async def UnloadAdapter(
+        self, request: pb.UnloadAdapterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadAdapterResponse:
+        info = self._lora_model(request.model)
+        adapter_paths.check_name(request.name)
+        await self.executor.unload_adapter(info.name, request.name)
+        return pb.UnloadAdapterResponse()

@@ -1,0 +1,1 @@
+"""Generated protobuf / gRPC code for trt_gateway.v1."""
