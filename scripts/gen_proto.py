@@ -19,8 +19,8 @@ PACKAGE_DIR = Path("trt_gateway") / "v1"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    from grpc_tools import protoc  # dev-only dependency
     import grpc_tools
+    from grpc_tools import protoc  # dev-only dependency
 
     protos = sorted((PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"

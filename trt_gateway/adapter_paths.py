@@ -16,7 +16,7 @@ from trt_gateway.config import ADAPTER_NAME_RE
 
 
 def check_name(name: str, field: str = "name") -> None:
-    if not ADAPTER_NAME_RE.match(name):
+    if not ADAPTER_NAME_RE.fullmatch(name):  # not .match: "$" accepts a trailing "\n"
         raise errors.InvalidArgument(
             f"{field} must match {ADAPTER_NAME_RE.pattern}, got {name[:80]!r}", field=field
         )

@@ -107,7 +107,7 @@ class LoraConfig:
         if self.max_cpu_loras < self.max_loras:
             raise ConfigError(f"{where}.max_cpu_loras must be >= max_loras ({self.max_loras})")
         for name in self.adapters:
-            if not ADAPTER_NAME_RE.match(name):
+            if not ADAPTER_NAME_RE.fullmatch(name):
                 raise ConfigError(f"{where}.adapters: invalid adapter name {name!r} (must match {ADAPTER_NAME_RE.pattern})")
         if self.adapters and not self.adapter_roots:
             raise ConfigError(f"{where}.adapters needs at least one adapter root (--adapter-root)")

@@ -7,44 +7,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
+
+from gateway_testing import poll, running, target  # noqa: F401  (re-exported for the client tests)
 
 from trt_gateway import AsyncGatewayClient, GatewayClient
 from trt_gateway.client import AsyncStream, Stream, StreamChunk
-from trt_gateway.config import from_mapping
-from trt_gateway.executors.base import Executor
-from trt_gateway.executors.echo import EchoExecutor
-from trt_gateway.server.app import GatewayServer
 
-
-@asynccontextmanager
-async def serve(engine: Executor | None = None, **config: Any) -> AsyncIterator[GatewayServer]:
-    """A started gateway on 127.0.0.1:<free port>. Unlike tests/conftest.py's `running_gateway`, the executor
-    object is `engine=`, so `executor=` can carry the executor config section (e.g. adapter roots) alongside it."""
-    server_cfg = {"host": "127.0.0.1", "port": 0, "grace_period_s": 5.0, **config.pop("server", {})}
-    cfg = from_mapping({"server": server_cfg, "executor": {"name": "echo"}, **config})
-    server = GatewayServer(cfg, engine if engine is not None else EchoExecutor.from_config(cfg.executor))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(0.5)
-
-
-def target(server: GatewayServer) -> str:
-    return f"127.0.0.1:{server.port}"
-
-
-async def poll(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
+serve = running
 
 
 _DONE = object()

@@ -152,7 +152,7 @@ class EchoExecutor(Executor):
                 self._active_by_adapter[request.adapter] -= 1
 
     async def _run(self, request: GenerateRequest, prompt: list[int]) -> AsyncIterator[TokenDelta]:
-        script = list((self.script if self.script is not None else bytes(prompt).decode(errors="replace")).encode())
+        script = list((self.script if self.script is not None else _decode(prompt)).encode())
         budget = min(request.stopping.max_tokens, self.max_context - len(prompt))
         stop = StopMatcher(request.stopping.stop, include_stop=request.stopping.include_stop)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -162,7 +162,7 @@ class EchoExecutor(Executor):
                 prompt=PromptInfo(
                     num_tokens=len(prompt),
                     token_ids=tuple(prompt) if r.prompt_token_ids else (),
-                    text=bytes(prompt).decode(errors="replace") if r.echo else "",
+                    text=_decode(prompt) if r.echo else "",
                 )
             )
         generated = 0
@@ -269,6 +269,11 @@ class EchoExecutor(Executor):
         for rid in list(self._running):
             self._aborted.add(rid)
         self._health = Health.STARTING
+
+
+def _decode(ids: Sequence[int]) -> str:
+    """Prompt ids to text; EOS (256) and other non-byte ids carry no text (bytes() would raise on them)."""
+    return bytes(t for t in ids if 0 <= t < 256).decode(errors="replace")
 
 
 def _fields(a: AdapterInfo) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class Admission:
             raise errors.Unavailable("the server is shutting down; retry on another replica")
         if self._inflight < self.config.max_inflight and not self.queued:
             self._take()
+            self._metrics.queue_seconds.observe(0.0)
             return 0.0
         if self.queued >= self.config.max_queued:
             self._metrics.rejected.labels("queue_full").inc()
@@ -65,7 +66,7 @@ class Admission:
             if abort_wait is None:
                 await fut
             else:
-                await asyncio.wait({fut, abort_wait}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((fut, abort_wait), return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
                 if not fut.done():
                     raise errors.Cancelled("request aborted while queued")
         except BaseException:
@@ -78,7 +79,9 @@ class Admission:
             if abort_wait is not None:
                 abort_wait.cancel()
             self._metrics.queue_depth.set(self.queued)
-        return time.monotonic() - start
+        waited = time.monotonic() - start
+        self._metrics.queue_seconds.observe(waited)
+        return waited
 
     def release(self) -> None:
         self._inflight -= 1

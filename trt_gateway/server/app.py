@@ -147,6 +147,7 @@ class GatewayServer:
         await self.executor.shutdown()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()  # type: ignore[attr-defined]
+            self._metrics_server.server_close()  # type: ignore[attr-defined]  # free the port, not just the thread
         self._stopped.set()
         log.info("stopped")
 

@@ -8,7 +8,7 @@ from trt_gateway import types as t
 from trt_gateway.config import LimitsConfig
 from trt_gateway.v1 import gateway_pb2 as pb
 
-_FINISH = {
+_FINISH: dict[t.FinishReason, pb.FinishReason] = {
     t.FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
     t.FinishReason.STOP_TOKEN: pb.FINISH_REASON_STOP_TOKEN,
     t.FinishReason.STOP_STRING: pb.FINISH_REASON_STOP_STRING,
@@ -68,7 +68,7 @@ def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, limit
     )
 
 
-def finish_reason(reason: t.FinishReason) -> pb.FinishReason.ValueType:
+def finish_reason(reason: t.FinishReason) -> pb.FinishReason:
     return _FINISH[reason]
 
 

@@ -53,8 +53,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def _start(self, msg: pb.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
         progress = generation.Progress()
         info = self._model(msg.model)
-        rid = msg.request_id or boundary.metadata_request_id(context) or boundary.new_request_id()
-        validation.request_id(rid, self.limits)
+        rid = msg.request_id or boundary.metadata_request_id(context)
+        if rid:  # a client's id is checked; ours is not held to the client's length limit
+            validation.request_id(rid, self.limits)
+        else:
+            rid = boundary.new_request_id()
         request_id_var.set(rid)
         validation.generate(msg, info, self.limits)
         request = convert.generate_request(msg, rid, info.name, self.limits)
@@ -103,7 +106,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                         chunk.timings.CopyFrom(self._timings(progress, delta.finish))
                     sent = True
                     yield chunk
-        except errors.GatewayError:
+        except Exception:  # a GatewayError or a bug (INTERNAL at the boundary): either way the outputs ended
             # After the first chunk, each unfinished output gets a terminal ERROR chunk (with the usage so far)
             # before the status, so a client never has to guess whether an output ended.
             if sent:

@@ -51,12 +51,12 @@ def unsupported(field: str, what: str, info: ModelInfo) -> errors.Unimplemented:
 def request_id(value: str, limits: LimitsConfig) -> None:
     if len(value) > limits.max_request_id_length:
         raise fail("too_long", "request_id", limit=limits.max_request_id_length, value=len(value))
-    if not REQUEST_ID_RE.match(value):
+    if not REQUEST_ID_RE.fullmatch(value):  # fullmatch: "$" alone lets a trailing "\n" through
         raise fail("pattern", "request_id", pattern=REQUEST_ID_RE.pattern, value=value[:64])
 
 
 def adapter_name(value: str, field: str = "adapter") -> None:
-    if not ADAPTER_NAME_RE.match(value):
+    if not ADAPTER_NAME_RE.fullmatch(value):
         raise fail("pattern", field, pattern=ADAPTER_NAME_RE.pattern, value=value[:80])
 
 
