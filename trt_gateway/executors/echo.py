@@ -20,7 +20,7 @@ from typing import Any
 from trt_gateway import __version__, errors
 from trt_gateway.config import ConfigError, ExecutorConfig
 from trt_gateway.executors.base import Executor, Health
-from trt_gateway.stopping import StopMatcher
+from trt_gateway.stopping import StopStringMatcher
 from trt_gateway.types import (
     AdapterInfo,
     Capabilities,
@@ -154,7 +154,7 @@ class EchoExecutor(Executor):
     async def _run(self, request: GenerateRequest, prompt: list[int]) -> AsyncIterator[TokenDelta]:
         script = list((self.script if self.script is not None else _decode(prompt)).encode())
         budget = min(request.stopping.max_tokens, self.max_context - len(prompt))
-        stop = StopMatcher(request.stopping.stop, include_stop=request.stopping.include_stop)
+        stop = StopStringMatcher(request.stopping.stop, include_stop=request.stopping.include_stop)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         r = request.response
         if r.prompt_token_ids or r.echo:
@@ -187,7 +187,8 @@ class EchoExecutor(Executor):
                     FinishReason.STOP_TOKEN, prompt, generated, flush=text, stop_token=token, keep=keep
                 )
                 return
-            text, matched = stop.feed(decoder.decode(bytes([token])))
+            text = stop.push(decoder.decode(bytes([token])))
+            matched = stop.matched
             lp = (TokenLogprob(token, chr(token), 0.0, (TopLogprob(token, chr(token), 0.0),)[: r.top_logprobs]),)
             if matched is not None:
                 yield TokenDelta(text=text, token_ids=(token,), logprobs=lp if r.logprobs else ())

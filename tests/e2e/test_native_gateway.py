@@ -1,0 +1,185 @@
+"""End to end: the real gRPC server, the native executor, the engine thread, a tiny random Llama with the demo tokenizer.
+
+Greedy output through the whole stack must equal HF transformers' `generate`; cancellation and Abort must give back
+every KV block; a dead engine must surface as UNAVAILABLE and health DEAD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+from gateway_testing import poll, running, target
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from trt_gateway.executors.base import Health
+from trt_gateway.executors.native import DEMO_MODEL, NativeExecutor
+from trt_gateway.server.app import GatewayServer
+from trt_gateway.v1 import gateway_pb2 as pb
+from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+PROMPTS = ["The for statement", "def main():", "A list is", "Exceptions are raised when"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LlamaForCausalLM]:
+    """A random 2-layer Llama over the demo tokenizer (so chat templates and detokenization are real)."""
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(DEMO_MODEL / "tokenizer.json")).get_vocab_size()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+    )
+    model = LlamaForCausalLM(config).eval()
+    path = tmp_path_factory.mktemp("tiny-native")
+    model.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(DEMO_MODEL / name, path / name)
+    return path, model
+
+
+@pytest.fixture
+async def server(tiny: tuple[Path, LlamaForCausalLM]) -> AsyncIterator[GatewayServer]:
+    executor = NativeExecutor(tiny[0], options={"max_num_seqs": 4, "max_num_batched_tokens": 64})
+    async with running(executor) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def stub(server: GatewayServer) -> AsyncIterator[pb_grpc.GatewayStub]:
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        yield pb_grpc.GatewayStub(channel)
+
+
+def engine_of(server: GatewayServer):  # noqa: ANN201 - the LLMEngine behind the executor
+    return server.executor._async_engine.engine  # type: ignore[attr-defined]
+
+
+def greedy(prompt: str, max_tokens: int = 24, **kw: object) -> pb.GenerateRequest:
+    return pb.GenerateRequest(
+        text=prompt,
+        sampling=pb.SamplingParams(temperature=0.0),
+        stopping=pb.StoppingCriteria(max_tokens=max_tokens, ignore_eos=True),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_greedy_through_the_gateway_matches_hf_generate(stub, tiny) -> None:
+    _, model = tiny
+    for prompt in PROMPTS[:2]:
+        ids = list((await stub.Tokenize(pb.TokenizeRequest(text=prompt))).token_ids)
+        chunks = [c async for c in stub.GenerateStream(greedy(prompt))]
+        got = [t for c in chunks for t in c.token_ids]
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, min_new_tokens=24)
+        assert got == ref[0, len(ids):].tolist()
+        assert chunks[-1].finish_reason == pb.FINISH_REASON_LENGTH
+        assert chunks[-1].usage.prompt_tokens == len(ids) and chunks[-1].usage.completion_tokens == 24
+
+
+async def test_concurrent_requests_match_solo_runs(stub) -> None:
+    solo = [(await stub.Generate(greedy(p))).outputs[0].token_ids for p in PROMPTS]
+    together = await asyncio.gather(*(stub.Generate(greedy(p)) for p in PROMPTS))
+    assert [r.outputs[0].token_ids for r in together] == solo
+
+
+async def test_prefix_cache_hit_is_reported_and_output_unchanged(stub) -> None:
+    prompt = "The for statement is used to iterate over the elements of a sequence such as a string or a list"
+    first = await stub.Generate(greedy(prompt))
+    second = await stub.Generate(greedy(prompt))
+    assert second.outputs[0].token_ids == first.outputs[0].token_ids
+    assert second.usage.cached_tokens > 0
+
+
+async def test_stop_string_cuts_text_and_never_leaks_a_partial_stop(stub) -> None:
+    full = (await stub.Generate(greedy(PROMPTS[0], max_tokens=40))).outputs[0].text
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    assert stop.strip(), "pick a stop that is visible text"
+    request = greedy(PROMPTS[0], max_tokens=40)
+    request.stopping.stop.append(stop)
+    chunks = [c async for c in stub.GenerateStream(request)]
+    text = "".join(c.text for c in chunks)
+    assert text == full[: full.index(stop)]
+    assert chunks[-1].finish_reason == pb.FINISH_REASON_STOP_STRING and chunks[-1].matched_stop == stop
+
+
+async def test_seeded_sampling_is_reproducible(stub) -> None:
+    def req(seed: int) -> pb.GenerateRequest:
+        return pb.GenerateRequest(
+            text=PROMPTS[1], sampling=pb.SamplingParams(temperature=1.0, top_k=50, seed=seed),
+            stopping=pb.StoppingCriteria(max_tokens=16, ignore_eos=True),
+        )
+
+    a, b, c = await asyncio.gather(stub.Generate(req(7)), stub.Generate(req(7)), stub.Generate(req(8)))
+    assert a.outputs[0].token_ids == b.outputs[0].token_ids
+    assert a.outputs[0].token_ids != c.outputs[0].token_ids
+
+
+async def test_logprobs_chat_and_prompt_ids(stub) -> None:
+    r = await stub.Generate(
+        pb.GenerateRequest(
+            messages=[pb.ChatMessage(role="user", content="What is a list?")],
+            sampling=pb.SamplingParams(temperature=0.0),
+            stopping=pb.StoppingCriteria(max_tokens=4, ignore_eos=True),
+            response=pb.ResponseOptions(top_logprobs=3, prompt_token_ids=True),
+        )
+    )
+    out = r.outputs[0]
+    assert len(out.logprobs) == 4
+    for lp, token in zip(out.logprobs, out.token_ids, strict=True):
+        assert lp.token_id == token and len(lp.top_logprobs) == 3
+        assert lp.top_logprobs[0].token_id == token  # greedy picks the most likely token
+        assert lp.logprob <= 0.0
+    rendered = (await stub.Tokenize(pb.TokenizeRequest(messages=[pb.ChatMessage(role="user", content="What is a list?")])))
+    assert list(r.prompt.token_ids) == list(rendered.token_ids)
+
+
+async def test_prompt_over_the_context_window_is_invalid_argument(stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(pb.GenerateRequest(token_ids=[5] * 300))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_client_cancel_frees_every_kv_block(server, stub) -> None:
+    engine = engine_of(server)
+    total = engine.num_total_blocks
+    call = stub.GenerateStream(greedy(PROMPTS[0], max_tokens=200))
+    async for _ in call:
+        break
+    assert engine.num_free_blocks < total
+    call.cancel()
+    assert await poll(lambda: engine.num_free_blocks == total and not engine.has_unfinished())
+
+
+async def test_abort_rpc_ends_stream_cancelled_and_frees_blocks(server, stub) -> None:
+    engine = engine_of(server)
+    call = stub.GenerateStream(greedy(PROMPTS[0], max_tokens=200, request_id="to-abort"))
+    chunks = []
+    async for chunk in call:
+        chunks.append(chunk)
+        if len(chunks) == 2:
+            assert (await stub.Abort(pb.AbortRequest(request_id="to-abort"))).found
+    assert chunks[-1].finish_reason == pb.FINISH_REASON_CANCELLED
+    assert await call.code() == grpc.StatusCode.OK
+    assert await poll(lambda: engine.num_free_blocks == engine.num_total_blocks)
+
+
+async def test_engine_death_is_unavailable_and_health_dead(server, stub) -> None:
+    engine = engine_of(server)
+
+    def broken_step() -> list:
+        raise RuntimeError("simulated device fault")
+
+    engine.step = broken_step
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(greedy(PROMPTS[0]))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert server.executor.health() is Health.DEAD
+    assert await poll(lambda: server.engine_died)

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random HF checkpoints built in code and the parametrised device.
+
+Checkpoints are built once per session with a fixed seed and saved with save_pretrained (safetensors) to a temp dir;
+the HF model object is kept as the golden reference. Nothing is downloaded. Helpers live in engine_helpers.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from engine_helpers import CPU_BF16, CPU_FP32, CUDA_BF16, VARIANTS, Checkpoint, DeviceCase, build_hf_model
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Checkpoint]:
+    out = {}
+    for kind in VARIANTS:
+        model = build_hf_model(kind)
+        path = tmp_path_factory.mktemp(kind)
+        model.save_pretrained(path)
+        out[kind] = Checkpoint(kind, path, model)
+    return out
+
+
+@pytest.fixture(scope="session")
+def llama(checkpoints: dict[str, Checkpoint]) -> Checkpoint:
+    return checkpoints["llama"]
+
+
+@pytest.fixture(
+    params=[
+        CPU_FP32,
+        CPU_BF16,
+        pytest.param(
+            CUDA_BF16, marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+        ),
+    ],
+    ids=lambda case: f"{case.device}-{case.dtype}",
+)
+def device_case(request: pytest.FixtureRequest) -> DeviceCase:
+    return request.param

@@ -1,0 +1,151 @@
+"""Helpers of the engine tests: tiny HF model variants, device cases with their tolerances, an engine factory and
+request helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trt_gateway.engine import EngineConfig, LLMEngine, StepOutput
+from trt_gateway.types import GenerateRequest, Prompt, ResponseOptions, SamplingParams, StoppingCriteria
+
+VOCAB = 256
+EOS = 2
+MAX_POS = 256
+
+# Name -> (HF class name, config kwargs). Each variant exercises a different part of the loader and model.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # Llama 2 shape: multi-head attention, untied lm_head, default RoPE.
+    "llama": ("Llama", dict(num_attention_heads=4, num_key_value_heads=4)),
+    # Qwen2: q/k/v biases, tied embeddings, GQA.
+    "qwen2": ("Qwen2", dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)),
+    # Llama 3 shape: GQA (4 query heads per KV head), explicit head_dim, llama3 RoPE scaling that matters at these
+    # positions (original context 32 << MAX_POS).
+    "llama3_gqa": (
+        "Llama",
+        dict(
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            head_dim=16,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 4.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
+        ),
+    ),
+    # Mistral with a window larger than the context: full attention is exact there.
+    "mistral": ("Mistral", dict(num_attention_heads=4, num_key_value_heads=1, sliding_window=512)),
+}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    name: str
+    path: Path
+    hf_model: torch.nn.Module  # float32, CPU, eval
+
+
+def build_hf_model(kind: str, **overrides: Any) -> torch.nn.Module:
+    import transformers
+
+    family, extra = VARIANTS[kind]
+    config_cls = getattr(transformers, f"{family}Config")
+    model_cls = getattr(transformers, f"{family}ForCausalLM")
+    kwargs: dict[str, Any] = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        max_position_embeddings=MAX_POS,
+        rms_norm_eps=1e-6,
+        bos_token_id=1,
+        eos_token_id=EOS,
+        pad_token_id=0,
+        # Larger than the default 0.02 so the random model has peaked, non-degenerate next-token distributions.
+        initializer_range=0.15,
+    )
+    kwargs.update(extra)
+    kwargs.update(overrides)
+    torch.manual_seed(1234)
+    model = model_cls(config_cls(**kwargs)).eval()
+    if kind == "qwen2":  # Qwen2 inits biases to zero; make them matter
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0, 0.1)
+    return model
+
+
+@dataclass(frozen=True)
+class DeviceCase:
+    device: str
+    dtype: str
+    logits_atol: float  # max |engine logits - HF logits| allowed
+    tie_gap: float  # a greedy token may differ from HF only where HF's top-2 logits are closer than this
+
+
+CPU_FP32 = DeviceCase("cpu", "float32", logits_atol=1e-4, tie_gap=0.0)
+# bf16 keeps 8 mantissa bits: logits of magnitude ~5 round in steps of ~0.02, and two different kernels drift apart
+# by a few steps. A token may flip only where HF's top-2 gap is within both sides' error: 2 x logits_atol.
+CPU_BF16 = DeviceCase("cpu", "bfloat16", logits_atol=0.15, tie_gap=0.3)
+CUDA_BF16 = DeviceCase("cuda", "bfloat16", logits_atol=0.15, tie_gap=0.3)
+
+
+def make_engine(path: Path, case: DeviceCase = CPU_FP32, **overrides: Any) -> LLMEngine:
+    kwargs: dict[str, Any] = dict(
+        model=str(path), device=case.device, dtype=case.dtype, block_size=4, max_num_seqs=8, max_num_batched_tokens=256
+    )
+    kwargs.update(overrides)
+    return LLMEngine(EngineConfig(**kwargs))
+
+
+def make_request(
+    request_id: str,
+    *,
+    max_tokens: int = 16,
+    temperature: float = 0.0,
+    logprobs: bool = False,
+    top_logprobs: int = 0,
+    priority: int = 0,
+    adapter: str | None = None,
+    sampling: dict[str, Any] | None = None,
+    stopping: dict[str, Any] | None = None,
+) -> GenerateRequest:
+    return GenerateRequest(
+        request_id=request_id,
+        model="tiny",
+        prompt=Prompt(),
+        sampling=SamplingParams(temperature=temperature, **(sampling or {})),
+        stopping=StoppingCriteria(max_tokens=max_tokens, **(stopping or {})),
+        response=ResponseOptions(logprobs=logprobs, top_logprobs=top_logprobs),
+        adapter=adapter,
+        priority=priority,
+    )
+
+
+def run_until_done(engine: LLMEngine, max_steps: int = 10_000) -> dict[str, list[StepOutput]]:
+    """Step until nothing is left; outputs grouped by request id."""
+    results: dict[str, list[StepOutput]] = {}
+    for _ in range(max_steps):
+        if not engine.has_unfinished():
+            return results
+        for out in engine.step():
+            results.setdefault(out.request_id, []).append(out)
+    raise AssertionError(f"engine did not finish in {max_steps} steps")
+
+
+def tokens_of(outputs: Iterable[StepOutput]) -> list[int]:
+    return [t for out in outputs for t in out.new_token_ids]
+
+
+def prompts(n: int, lengths: Iterable[int], seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    # Avoid EOS and the special ids 0..2 in prompts.
+    return [torch.randint(3, VOCAB, (length,), generator=g).tolist() for length in list(lengths)[:n]]

@@ -1,0 +1,57 @@
+"""KV cache sizing from a byte budget (CPU), a fraction of free memory (CUDA), and the surplus cap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trt_gateway.engine.config import EngineConfig
+from trt_gateway.engine.kv_cache import SURPLUS_FACTOR, bytes_per_block, num_kv_blocks
+from trt_gateway.engine.model_config import parse_model_config
+
+CFG = parse_model_config(
+    {
+        "architectures": ["LlamaForCausalLM"],
+        "vocab_size": 32,
+        "hidden_size": 64,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+    }
+)
+CPU = torch.device("cpu")
+
+
+def test_block_bytes_count_k_and_v_of_every_layer():
+    # 2 (k, v) x 2 layers x 16 tokens x 2 kv heads x 16 head_dim x 4 bytes
+    assert bytes_per_block(CFG, 16, torch.float32) == 2 * 2 * 16 * 2 * 16 * 4
+
+
+def test_cpu_budget_in_bytes_sets_the_block_count():
+    per_block = bytes_per_block(CFG, 16, torch.float32)
+    config = EngineConfig(model="x", kv_cache_bytes=10 * per_block + 5, max_num_seqs=4)
+    assert num_kv_blocks(config, CFG, CPU, torch.float32, max_model_len=64) == 10
+
+
+def test_default_cpu_budget_fits_max_num_seqs_full_sequences():
+    config = EngineConfig(model="x", max_num_seqs=3)
+    assert num_kv_blocks(config, CFG, CPU, torch.float32, max_model_len=64) == 3 * 4
+
+
+def test_huge_budgets_are_capped_at_the_surplus_factor():
+    config = EngineConfig(model="x", kv_cache_bytes=1 << 40, max_num_seqs=2)
+    assert num_kv_blocks(config, CFG, CPU, torch.float32, max_model_len=64) == SURPLUS_FACTOR * 2 * 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_budget_is_a_fraction_of_free_memory():
+    device = torch.device("cuda")
+    # ~8 MB of an 80 GB GPU: small enough that neither the activation estimate nor the surplus cap decides
+    config = EngineConfig(model="x", gpu_memory_utilization=1e-4, max_num_seqs=128)
+    blocks = num_kv_blocks(config, CFG, device, torch.bfloat16, max_model_len=64)
+    free, _ = torch.cuda.mem_get_info(device)
+    assert 0 < blocks < SURPLUS_FACTOR * 128 * 4
+    assert blocks * bytes_per_block(CFG, 16, torch.bfloat16) <= 1e-4 * free

@@ -1,0 +1,71 @@
+"""Engine configuration: one frozen dataclass, validated once at construction.
+
+Everything the engine needs to start (checkpoint path, device, memory budget, batching limits) lives here; nothing is
+read from environment variables. Values that depend on the checkpoint or the device ("auto" dtype, default
+max_model_len, the number of KV blocks) are resolved later by `llm_engine` and `kv_cache`, which raise
+`EngineConfigError` naming the field to change when the combination cannot work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class EngineConfigError(ValueError):
+    """The engine cannot start with this configuration or checkpoint. `field` names what to change."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    model: str  # directory of an HF-format checkpoint: config.json + *.safetensors
+    device: str = "auto"  # "auto" picks cuda when available; "cuda" may carry an index ("cuda:1")
+    dtype: str = "auto"  # "auto": float32 on CPU; the checkpoint's half type (else bfloat16) on CUDA
+    max_model_len: int | None = None  # prompt + output tokens of one sequence; None: the model's max positions
+    max_num_seqs: int = 16  # sequences in the running batch
+    max_num_batched_tokens: int = 2048  # tokens computed in one step (prefill chunks + decodes)
+    block_size: int = 16  # tokens per KV block
+    kv_cache_bytes: int | None = None  # CPU KV budget; None: enough for max_num_seqs full sequences, capped at 256 MiB
+    gpu_memory_utilization: float = 0.9  # CUDA: fraction of the free memory (after loading weights) to use
+    num_kv_blocks: int | None = None  # overrides both budgets (tests, benchmarks)
+    enable_prefix_caching: bool = True
+    max_top_logprobs: int = 20  # the most alternatives one position may ask for
+    seed: int = 0  # draws the seeds of requests that set none
+
+    def __post_init__(self) -> None:
+        base_device = self.device.split(":", 1)[0]
+        if base_device not in DEVICES:
+            raise EngineConfigError(f"must be one of {DEVICES}, got {self.device!r}", field="device")
+        if self.dtype not in DTYPES:
+            raise EngineConfigError(f"must be one of {DTYPES}, got {self.dtype!r}", field="dtype")
+        positive = {
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "block_size": self.block_size,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise EngineConfigError(f"must be >= 1, got {value}", field=name)
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise EngineConfigError(
+                f"must be >= 2 (one prompt and one output token), got {self.max_model_len}", field="max_model_len"
+            )
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
+            raise EngineConfigError(f"must be > 0, got {self.kv_cache_bytes}", field="kv_cache_bytes")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise EngineConfigError(
+                f"must be in (0, 1], got {self.gpu_memory_utilization}", field="gpu_memory_utilization"
+            )
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise EngineConfigError(f"must be >= 1, got {self.num_kv_blocks}", field="num_kv_blocks")
+        if self.max_top_logprobs < 0:
+            raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")

@@ -1,0 +1,73 @@
+"""Sizing and allocating the paged KV cache.
+
+The cache is one tensor [2 (k, v), layers, num_blocks, block_size, Hkv, D]; each attention layer gets views of its
+two slices. Its size comes from a byte budget:
+- `num_kv_blocks` when configured (tests, benchmarks);
+- CPU: `kv_cache_bytes`, default enough for max_num_seqs full-length sequences but at most 256 MiB;
+- CUDA: gpu_memory_utilization x the memory free after loading the weights, less an estimate of the step's peak
+  activations (the padded decode gather is the big one).
+Budgets are capped at SURPLUS_FACTOR x what max_num_seqs full-length sequences can use: beyond that, blocks only
+hold more prefix cache, and each one costs host-side bookkeeping (a tiny model on an 80 GB GPU would otherwise get
+millions). The engine refuses to start when one max_model_len sequence does not fit: it could never finish.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trt_gateway.engine.config import EngineConfig, EngineConfigError, MiB
+from trt_gateway.engine.model_config import ModelConfig
+
+DEFAULT_CPU_KV_BYTES = 256 * MiB
+SURPLUS_FACTOR = 4
+
+
+def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * itemsize
+
+
+def activation_bytes(config: EngineConfig, cfg: ModelConfig, dtype: torch.dtype, max_model_len: int) -> int:
+    """A generous estimate of one step's transient memory on top of weights and cache."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    kv_width = cfg.num_key_value_heads * cfg.head_dim
+    q_width = cfg.num_attention_heads * cfg.head_dim
+    per_token = (4 * cfg.hidden_size + q_width + 2 * kv_width + 3 * cfg.intermediate_size) * itemsize
+    decode_gather = 2 * config.max_num_seqs * max_model_len * kv_width * itemsize
+    sampler = 6 * config.max_num_seqs * cfg.vocab_size * 4  # float32 logits, clones, sort, noise
+    return config.max_num_batched_tokens * per_token + decode_gather + sampler
+
+
+def num_kv_blocks(
+    config: EngineConfig, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int
+) -> int:
+    per_block = bytes_per_block(cfg, config.block_size, dtype)
+    blocks_per_seq = -(-max_model_len // config.block_size)
+    if config.num_kv_blocks is not None:
+        num_blocks, field = config.num_kv_blocks, "num_kv_blocks"
+    elif device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = int(free * config.gpu_memory_utilization) - activation_bytes(config, cfg, dtype, max_model_len)
+        num_blocks = min(max(0, budget) // per_block, SURPLUS_FACTOR * config.max_num_seqs * blocks_per_seq)
+        field = "gpu_memory_utilization"
+    else:
+        default = min(DEFAULT_CPU_KV_BYTES, config.max_num_seqs * blocks_per_seq * per_block)
+        budget = config.kv_cache_bytes if config.kv_cache_bytes is not None else default
+        num_blocks = min(budget // per_block, SURPLUS_FACTOR * config.max_num_seqs * blocks_per_seq)
+        field = "kv_cache_bytes"
+    if num_blocks < blocks_per_seq:
+        raise EngineConfigError(
+            f"the KV cache holds {num_blocks} blocks ({num_blocks * config.block_size} tokens, "
+            f"{per_block} bytes each) but one max_model_len={max_model_len} sequence needs {blocks_per_seq}: "
+            f"lower max_model_len or raise {field}",
+            field=field,
+        )
+    return num_blocks
+
+
+def allocate_kv_cache(
+    cfg: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """-> [2, layers, num_blocks, block_size, Hkv, D], zeroed (padding slots are read, then masked)."""
+    shape = (2, cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim)
+    return torch.zeros(shape, dtype=dtype, device=device)

@@ -1,0 +1,1 @@
+"""Building blocks of the decoder models: projections, norms, rotary embeddings and paged attention."""

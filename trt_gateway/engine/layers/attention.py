@@ -1,0 +1,135 @@
+"""Paged attention in plain torch, for CPU and CUDA, over a batch that mixes decodes and (chunked) prefills.
+
+The KV cache of one layer is two tensors [num_blocks, block_size, Hkv, D]; token t of a sequence lives in slot
+`block_table[t // block_size] * block_size + t % block_size`. Each step:
+
+1. the new tokens' K/V are scattered into their slots (`slot_mapping`), so a chunk attends to earlier chunks and to
+   prefix-cache hits exactly like to its own tokens;
+2. decodes (one query each, always first in the flattened batch) run as ONE padded batch: gather every sequence's
+   blocks through a padded block table and mask the padding. Shapes depend only on (batch, max blocks), which a
+   later CUDA-graph capture can fix by bucketing;
+3. prefill chunks run one sequence at a time (a varlen loop) with a causal mask offset by the tokens already cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillSpan:
+    """One sequence's chunk of query tokens in the flattened batch."""
+
+    query_start: int  # index of its first token in the flattened batch
+    num_query: int  # tokens computed this step
+    context_len: int  # tokens it attends to: cached before this step + num_query
+    block_table: torch.Tensor | None  # [ceil(context_len / block_size)]; None when nothing was cached before
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionMetadata:
+    """Where the step's tokens go in the KV cache and what each one attends to. Passed down, never global."""
+
+    slot_mapping: torch.Tensor  # [T] int64
+    num_decodes: int  # the first num_decodes tokens are decodes, one per sequence
+    decode_block_tables: torch.Tensor  # [num_decodes, max_blocks] int64, padded with block 0 (masked out)
+    decode_context_lens: torch.Tensor  # [num_decodes] int64
+    prefills: tuple[PrefillSpan, ...]
+
+
+class Attention(nn.Module):
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        self.k_cache: torch.Tensor | None = None  # [num_blocks, block_size, Hkv, D], bound by the model runner
+        self.v_cache: torch.Tensor | None = None
+
+    def bind_cache(self, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+        self.k_cache, self.v_cache = k_cache, v_cache
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H, D]"""
+        if self.k_cache is None or self.v_cache is None:
+            raise RuntimeError("Attention used before the model runner bound a KV cache")
+        write_kv(self.k_cache, self.v_cache, k, v, meta.slot_mapping)
+        out = torch.empty_like(q)
+        n = meta.num_decodes
+        if n:
+            out[:n] = decode_attention(
+                q[:n], self.k_cache, self.v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale
+            )
+        for span in meta.prefills:
+            rows = slice(span.query_start, span.query_start + span.num_query)
+            out[rows] = prefill_attention(q[rows], k[rows], v[rows], self.k_cache, self.v_cache, span, self.scale)
+        return out
+
+
+def write_kv(
+    k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """Scatter k, v [T, Hkv, D] into the caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]."""
+    num_kv_heads, head_dim = k.shape[1:]
+    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k)
+    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v)
+
+
+def gather_kv(cache: torch.Tensor, block_tables: torch.Tensor) -> torch.Tensor:
+    """cache [num_blocks, bs, Hkv, D], block_tables [B, M] -> [B, Hkv, M * bs, D], the layout SDPA wants."""
+    batch, max_blocks = block_tables.shape
+    block_size, num_kv_heads, head_dim = cache.shape[1:]
+    kv = cache[block_tables].view(batch, max_blocks * block_size, num_kv_heads, head_dim)
+    return kv.transpose(1, 2)
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """q: [B, H, D]; block_tables: [B, M]; context_lens: [B] -> [B, H, D]. Keys past context_len are masked."""
+    k = gather_kv(k_cache, block_tables)  # [B, Hkv, L, D]
+    v = gather_kv(v_cache, block_tables)
+    key_pos = torch.arange(k.shape[2], device=q.device)
+    valid = key_pos[None, :] < context_lens[:, None]  # [B, L]
+    out = F.scaled_dot_product_attention(
+        q[:, :, None, :], k, v, attn_mask=valid[:, None, None, :], scale=scale, enable_gqa=True
+    )  # [B, H, 1, D]
+    return out[:, :, 0, :]
+
+
+def prefill_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    span: PrefillSpan,
+    scale: float,
+) -> torch.Tensor:
+    """q: [n, H, D]; k, v: [n, Hkv, D] (this chunk's) -> [n, H, D]."""
+    qh = q.transpose(0, 1)[None]  # [1, H, n, D]
+    if span.block_table is None:
+        # Fresh prompt: the chunk is the whole context, plain causal attention on the new K/V.
+        out = F.scaled_dot_product_attention(
+            qh, k.transpose(0, 1)[None], v.transpose(0, 1)[None], is_causal=True, scale=scale, enable_gqa=True
+        )
+    else:
+        ctx = span.context_len
+        keys = gather_kv(k_cache, span.block_table[None])[:, :, :ctx]  # [1, Hkv, ctx, D]
+        values = gather_kv(v_cache, span.block_table[None])[:, :, :ctx]
+        # Query i sits at absolute position ctx - n + i and sees keys 0 ..= that position.
+        q_pos = torch.arange(ctx - span.num_query, ctx, device=q.device)
+        k_pos = torch.arange(ctx, device=q.device)
+        mask = k_pos[None, :] <= q_pos[:, None]  # [n, ctx]
+        out = F.scaled_dot_product_attention(qh, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
+    return out[0].transpose(0, 1)  # [n, H, D]

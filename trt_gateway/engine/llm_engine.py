@@ -1,0 +1,210 @@
+"""The synchronous engine: requests in, per-step token ids and logprobs out.
+
+`step()` is three calls: `scheduler.schedule()` picks how many tokens each sequence computes, `model_runner.run()`
+computes them and samples, `scheduler.postprocess()` appends tokens, checks stop conditions and frees finished
+sequences' blocks. Text (detokenisation, stop strings, chat templates) is layered on top by the caller, which ends a
+sequence early with `finish(request_id, FinishReason.STOP_STRING)`.
+
+Threading: one thread drives `add_request` and `step`. `abort` and `finish` may be called from any thread: they
+only enqueue, and the next `step()` applies them first, freeing the KV blocks before it schedules anything.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+from collections.abc import Sequence as SequenceOf
+from dataclasses import dataclass
+
+import torch
+
+from trt_gateway import errors
+from trt_gateway.engine.block_manager import BlockManager
+from trt_gateway.engine.config import EngineConfig, EngineConfigError
+from trt_gateway.engine.kv_cache import num_kv_blocks
+from trt_gateway.engine.loader import load_model, resolve_device, resolve_dtype
+from trt_gateway.engine.model_config import ModelConfig
+from trt_gateway.engine.model_runner import ModelRunner
+from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput
+from trt_gateway.engine.sequence import SampledToken, Sequence
+from trt_gateway.engine.validation import validate_request
+from trt_gateway.types import FinishReason, GenerateRequest, Usage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """What one step produced for one request. The last output of a request has finish_reason set."""
+
+    request_id: str
+    new_token_ids: tuple[int, ...]  # includes a stop token / EOS that ended the sequence
+    logprobs: tuple[SampledToken, ...]  # one per new token when the request asked for logprobs, else empty
+    finish_reason: FinishReason | None
+    usage: Usage  # totals so far; cached_tokens = prompt tokens served by the prefix cache
+    queue_time_s: float  # arrival to first scheduling
+    matched_stop_token_id: int | None = None
+    error: errors.GatewayError | None = None  # set with FinishReason.ERROR
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_config = ModelConfig.from_pretrained(config.model)
+        self.device = resolve_device(config)
+        self.dtype = resolve_dtype(config, self.model_config, self.device)
+        self.max_model_len = _max_model_len(config, self.model_config)
+        model = load_model(config.model, self.model_config, self.device, self.dtype, self.max_model_len)
+        num_blocks = num_kv_blocks(config, self.model_config, self.device, self.dtype, self.max_model_len)
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(
+            self.block_manager,
+            max_num_seqs=config.max_num_seqs,
+            max_num_batched_tokens=config.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+        )
+        self.model_runner = ModelRunner(config, self.model_config, model, num_blocks, self.device, self.dtype)
+        self._seqs: dict[str, Sequence] = {}
+        self._pending: collections.deque[tuple[str, FinishReason]] = collections.deque()
+        self._arrivals = 0
+        self._rng = random.Random(config.seed)
+        logger.info(
+            "engine ready: %s on %s/%s, max_model_len=%d, %d KV blocks of %d tokens",
+            self.model_config.architecture,
+            self.device,
+            self.dtype,
+            self.max_model_len,
+            num_blocks,
+            config.block_size,
+        )
+
+    # -- facts for the layers above -----------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.model_config.vocab_size
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        return self.model_config.eos_token_ids
+
+    @property
+    def num_total_blocks(self) -> int:
+        return self.block_manager.num_blocks
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.block_manager.num_free_blocks
+
+    def has_unfinished(self) -> bool:
+        return bool(self._seqs) or bool(self._pending)
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self._seqs)
+
+    # -- requests -----------------------------------------------------------------------------------------------
+    def add_request(self, request: GenerateRequest, prompt_token_ids: SequenceOf[int]) -> None:
+        """Queue a request. Raises errors.InvalidArgument naming the field when it cannot be served."""
+        if request.request_id in self._seqs:
+            raise errors.InvalidArgument(f"request id {request.request_id!r} is already running", field="request_id")
+        validate_request(
+            request,
+            prompt_token_ids,
+            vocab_size=self.vocab_size,
+            max_model_len=self.max_model_len,
+            max_top_logprobs=self.config.max_top_logprobs,
+        )
+        seed = request.sampling.seed if request.sampling.seed is not None else self._rng.getrandbits(63)
+        seq = Sequence(
+            request, list(prompt_token_ids), arrival_index=self._arrivals, eos_token_ids=self.eos_token_ids, seed=seed
+        )
+        self._arrivals += 1
+        self._seqs[request.request_id] = seq
+        self.scheduler.add(seq)
+
+    def abort(self, request_id: str) -> None:
+        """Cancel a request (thread-safe). The next step frees its blocks and reports FinishReason.CANCELLED."""
+        self._pending.append((request_id, FinishReason.CANCELLED))
+
+    def finish(self, request_id: str, reason: FinishReason = FinishReason.STOP_STRING) -> None:
+        """End a request early for a reason found above the engine, e.g. a matched stop string (thread-safe)."""
+        self._pending.append((request_id, reason))
+
+    # -- the step -----------------------------------------------------------------------------------------------
+    def step(self) -> list[StepOutput]:
+        outputs = self._apply_pending()
+        scheduled = self.scheduler.schedule()
+        if scheduled.is_empty:
+            return outputs
+        try:
+            sampled = self.model_runner.run(scheduled)
+        except torch.OutOfMemoryError as exc:
+            return outputs + self._fail(scheduled, exc)
+        for seq in self.scheduler.postprocess(scheduled, sampled):
+            outputs.append(self._output(seq, num_new=1))
+            if seq.is_finished:
+                del self._seqs[seq.request_id]
+        return outputs
+
+    def _apply_pending(self) -> list[StepOutput]:
+        outputs = []
+        while self._pending:
+            request_id, reason = self._pending.popleft()
+            seq = self._seqs.pop(request_id, None)
+            if seq is None:
+                continue  # already finished, or never known: nothing to free
+            self.scheduler.finish(seq, reason)
+            outputs.append(self._output(seq, num_new=0))
+        return outputs
+
+    def _fail(self, scheduled: SchedulerOutput, exc: BaseException) -> list[StepOutput]:
+        """Out of device memory mid-step: fail the step's requests (retryable), keep the engine alive."""
+        logger.warning(
+            "step of %d tokens ran out of memory: failing %d requests",
+            scheduled.num_batched_tokens,
+            len(scheduled.scheduled),
+        )
+        outputs = []
+        for item in scheduled.scheduled:
+            seq = item.seq
+            if seq.is_finished:
+                continue
+            self.scheduler.finish(seq, FinishReason.ERROR)
+            self._seqs.pop(seq.request_id, None)
+            error = errors.ResourceExhausted(f"out of device memory: {exc}", retry_after_s=1.0)
+            outputs.append(self._output(seq, num_new=0, error=error))
+        return outputs
+
+    def _output(self, seq: Sequence, num_new: int, error: errors.GatewayError | None = None) -> StepOutput:
+        new_ids = tuple(seq.token_ids[seq.num_tokens - num_new :]) if num_new else ()
+        logprobs = tuple(seq.logprobs[len(seq.logprobs) - num_new :]) if num_new and seq.logprobs else ()
+        return StepOutput(
+            request_id=seq.request_id,
+            new_token_ids=new_ids,
+            logprobs=logprobs,
+            finish_reason=seq.finish_reason,
+            usage=seq.usage,
+            queue_time_s=seq.queue_time_s,
+            matched_stop_token_id=seq.matched_stop_token_id,
+            error=error,
+        )
+
+
+def _max_model_len(config: EngineConfig, cfg: ModelConfig) -> int:
+    limit = cfg.max_position_embeddings
+    length = config.max_model_len or limit
+    if length > limit:
+        raise EngineConfigError(f"{length} exceeds the model's max_position_embeddings={limit}", field="max_model_len")
+    if cfg.sliding_window is not None and cfg.sliding_window < length:
+        # Within the window, sliding-window attention equals full attention; beyond it this engine would be wrong.
+        raise EngineConfigError(
+            f"the model uses sliding-window attention (window {cfg.sliding_window}), which this engine does not "
+            f"implement; set max_model_len <= {cfg.sliding_window} (got {length})",
+            field="max_model_len",
+        )
+    return length

@@ -1,0 +1,108 @@
+"""The Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5) over a flattened batch of tokens and a paged KV cache.
+
+Module and parameter names mirror HF's `LlamaForCausalLM` (`model.layers.0.self_attn.q_proj.weight`, ...), so a
+checkpoint's state dict loads with `load_state_dict(assign=True)` and no renaming. Every projection is a
+`layers.linear.Linear`, the hook a later multi-LoRA layer wraps.
+
+Tokens of all sequences in a step are concatenated along one axis T; `positions` [T] and `AttentionMetadata` say
+which sequence and position each token is.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trt_gateway.engine.layers.activation import silu_and_mul
+from trt_gateway.engine.layers.attention import Attention, AttentionMetadata
+from trt_gateway.engine.layers.linear import Linear
+from trt_gateway.engine.layers.norm import RMSNorm
+from trt_gateway.engine.layers.rotary import RotaryEmbedding
+from trt_gateway.engine.model_config import ModelConfig
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = Linear(cfg.hidden_size, q_size, bias=cfg.qkv_bias)
+        self.k_proj = Linear(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
+        self.v_proj = Linear(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
+        self.o_proj = Linear(q_size, cfg.hidden_size, bias=cfg.o_bias)
+        self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim)
+        # Shared by all layers and built on the real device by the loader; its buffers are non-persistent, so it
+        # is not part of the state dict the checkpoint must provide.
+        self.rotary = rotary
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """positions: [T]; x: [T, hidden] -> [T, hidden]"""
+        tokens = x.shape[0]
+        q = self.q_proj(x).view(tokens, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
+        q, k = self.rotary(positions, q, k)
+        out = self.attn(q, k, v, meta)  # [T, H, D]
+        return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T, hidden] -> [T, hidden]"""
+        return self.down_proj(silu_and_mul(self.gate_proj(x), self.up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = LlamaAttention(cfg, rotary)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = LlamaMLP(cfg)
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        x = x + self.self_attn(positions, self.input_layernorm(x), meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """input_ids, positions: [T] -> hidden states [T, hidden] (after the final norm)"""
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            x = layer(positions, x, meta)
+        return self.norm(x)
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = LlamaModel(cfg, rotary)
+        # With tied embeddings the loader points lm_head.weight at embed_tokens.weight after loading.
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        return self.model(input_ids, positions, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [N, hidden] (only the rows that sample) -> logits [N, vocab] in float32."""
+        return self.lm_head(hidden).float()
+
+    def attention_layers(self) -> list[Attention]:
+        return [module for module in self.modules() if isinstance(module, Attention)]

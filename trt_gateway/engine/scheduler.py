@@ -1,0 +1,164 @@
+"""Continuous batching: each step, decide how many tokens every sequence computes.
+
+The contract (vLLM v1's): a step is a list of (sequence, num_new_tokens). A decode is 1 token, a prompt is up to
+its length, a chunk of a long prompt is whatever is left of the step's token budget; one rule covers them all.
+A step:
+
+1. Running sequences, highest priority first, take their remaining tokens out of `max_num_batched_tokens`. When
+   the KV cache has no block for one, the lowest-priority running sequence not yet scheduled this step is
+   preempted (blocks freed, back to the waiting queue, recomputed later from prompt + generated tokens); if none
+   is left, the sequence preempts itself.
+2. If nothing was preempted, waiting sequences (priority order, then arrival) are admitted while there is budget,
+   a free slot under `max_num_seqs` and KV room; their prefix-cache hits count as already computed. The queue head
+   blocks the rest, so a long prompt is never starved by a stream of short ones.
+
+`postprocess` then advances each sequence by the tokens computed, publishes full blocks in the prefix cache and
+appends the sampled tokens; finished sequences release their blocks immediately.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from dataclasses import dataclass
+
+from trt_gateway.engine.block_manager import BlockManager
+from trt_gateway.engine.sequence import SampledToken, Sequence, SequenceStatus
+from trt_gateway.types import FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledSeq:
+    seq: Sequence
+    start: int  # num_computed_tokens when scheduled: the position of its first new token
+    num_new_tokens: int
+    samples: bool  # the step reaches the end of the known tokens, so its last logits pick the next token
+
+    @classmethod
+    def of(cls, seq: Sequence, num_new_tokens: int) -> ScheduledSeq:
+        """Snapshot seq's progress now: the sequence itself moves on in postprocess."""
+        start = seq.num_computed_tokens
+        return cls(seq, start, num_new_tokens, samples=start + num_new_tokens == seq.num_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerOutput:
+    scheduled: tuple[ScheduledSeq, ...]
+    preempted: tuple[Sequence, ...] = ()
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+class Scheduler:
+    def __init__(
+        self, block_manager: BlockManager, *, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int
+    ) -> None:
+        self.block_manager = block_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
+        self.waiting: list[Sequence] = []  # sorted by Sequence.sort_key
+        self.running: list[Sequence] = []  # sorted by Sequence.sort_key
+
+    def add(self, seq: Sequence) -> None:
+        bisect.insort(self.waiting, seq, key=_key)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    # -- step -------------------------------------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        budget = self.max_num_batched_tokens
+        scheduled: list[ScheduledSeq] = []
+        preempted: list[Sequence] = []
+        bm = self.block_manager
+
+        # 1. running sequences, in priority order; the unscheduled tail is where victims come from
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            while not bm.can_append(seq, num_new):
+                victim = self.running.pop()  # lowest priority, latest arrival; may be seq itself
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break
+            scheduled.append(ScheduledSeq.of(seq, num_new))
+            bm.may_append(seq, num_new)
+            budget -= num_new
+            i += 1
+
+        # 2. admit waiting sequences, unless this step already had to preempt (the cache is full)
+        while not preempted and self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            hits = bm.match_prefix(seq)
+            num_new = min(seq.num_tokens - len(hits) * bm.block_size, budget)
+            if not bm.can_allocate(seq, hits, num_new):
+                break
+            self.waiting.pop(0)
+            bm.allocate(seq, hits, num_new)
+            if seq.first_scheduled_time is None:
+                seq.first_scheduled_time = time.monotonic()
+                seq.num_cached_tokens = seq.num_computed_tokens
+            seq.status = SequenceStatus.RUNNING
+            bisect.insort(self.running, seq, key=_key)
+            scheduled.append(ScheduledSeq.of(seq, num_new))
+            budget -= num_new
+        return SchedulerOutput(tuple(scheduled), tuple(preempted))
+
+    def postprocess(self, output: SchedulerOutput, sampled: dict[int, SampledToken]) -> list[Sequence]:
+        """Advance every scheduled sequence; append sampled tokens (by seq_id). Returns those that got a token."""
+        advanced: list[Sequence] = []
+        for item in output.scheduled:
+            seq = item.seq
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # finished meanwhile (aborted by another thread between run and postprocess)
+            seq.num_computed_tokens = item.start + item.num_new_tokens
+            self.block_manager.cache_full_blocks(seq)
+            sample = sampled.get(seq.seq_id)
+            if sample is None:
+                continue  # a prefill chunk that did not reach the end of the prompt
+            seq.append(sample)
+            advanced.append(seq)
+            reason = seq.check_stop(self.max_model_len)
+            if reason is not None:
+                self.finish(seq, reason)
+        return advanced
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+    def finish(self, seq: Sequence, reason: FinishReason) -> None:
+        """Stop seq wherever it is and free its blocks at once. Idempotent."""
+        if seq.is_finished:
+            return
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        else:
+            self.waiting.remove(seq)
+        self.block_manager.deallocate(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.block_manager.deallocate(seq)
+        seq.num_computed_tokens = 0
+        seq.num_preemptions += 1
+        seq.status = SequenceStatus.WAITING
+        # Keeping its original arrival index puts it ahead of everything that arrived later at its priority.
+        bisect.insort(self.waiting, seq, key=_key)
+
+
+def _key(seq: Sequence) -> tuple[int, int]:
+    return seq.sort_key

@@ -1,0 +1,137 @@
+"""The `native` executor (the default): the embedded PyTorch engine behind the Executor contract.
+
+Tokenization and chat templates happen here, on the event loop (the Rust tokenizer is fast and releases no work
+worth a thread); everything per step happens in the engine thread (`engine/async_engine.py`).
+
+Options (`--option KEY=VALUE` or `[executor.options]`) are `EngineConfig` fields: device, dtype, max_model_len,
+max_num_seqs, max_num_batched_tokens, block_size, kv_cache_bytes, gpu_memory_utilization, num_kv_blocks,
+enable_prefix_caching, max_top_logprobs, seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trt_gateway import __version__, errors
+from trt_gateway.config import ConfigError, ExecutorConfig
+from trt_gateway.executors.base import Executor, Health
+from trt_gateway.types import Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "assets" / "demo" / "target"
+DEMO_NAME = "demo"
+
+
+class NativeExecutor(Executor):
+    name = "native"
+
+    def __init__(self, model: str | Path, *, served_name: str = "", options: Mapping[str, Any] | None = None) -> None:
+        # Imported here so that `import trt_gateway.executors.native` (the registry, --help) does not load torch.
+        from trt_gateway.engine.config import EngineConfig, EngineConfigError
+
+        self.model_path = Path(model)
+        known = {f.name for f in dataclasses.fields(EngineConfig)} - {"model"}
+        unknown = sorted(set(options or {}) - known)
+        if unknown:
+            raise ConfigError(f"executor.options: unknown native option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            self.engine_config = EngineConfig(model=str(self.model_path), **dict(options or {}))
+        except (EngineConfigError, TypeError) as exc:
+            raise ConfigError(f"executor.options: {exc}") from exc
+        self.served_name = served_name or (DEMO_NAME if self.model_path == DEMO_MODEL else self.model_path.name)
+        self._health = Health.STARTING
+        self._async_engine: Any = None
+        self._tokenizer: Any = None
+        self._template: Any = None
+        self._info: ModelInfo | None = None
+
+    @classmethod
+    def from_config(cls, config: ExecutorConfig) -> NativeExecutor:
+        if config.lora.adapters:
+            raise ConfigError("executor.lora.adapters: the native executor does not support LoRA adapters yet")
+        if config.speculative.mode:
+            raise ConfigError("executor.speculative.mode: the native executor does not support speculative decoding yet")
+        return cls(config.model or DEMO_MODEL, served_name=config.served_name, options=config.options)
+
+    async def start(self) -> None:
+        from tokenizers import Tokenizer
+
+        from trt_gateway.engine.async_engine import AsyncEngine
+        from trt_gateway.engine.chat_template import ChatTemplate
+        from trt_gateway.engine.llm_engine import LLMEngine
+
+        tokenizer_file = self.model_path / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise ConfigError(f"executor.model: {self.model_path} has no tokenizer.json (HF fast tokenizer required)")
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._template = ChatTemplate.from_pretrained(self.model_path)
+        self._async_engine = AsyncEngine(lambda: LLMEngine(self.engine_config), self._tokenizer)
+        engine = await self._async_engine.start()
+        self._info = ModelInfo(
+            name=self.served_name,
+            executor=self.name,
+            executor_version=__version__,
+            max_context_length=engine.max_model_len,
+            vocab_size=engine.vocab_size,
+            eos_token_ids=tuple(engine.eos_token_ids),
+            capabilities=Capabilities(
+                logprobs=True,
+                max_top_logprobs=self.engine_config.max_top_logprobs,
+                chat_template=self._template.available,
+            ),
+        )
+        self._health = Health.SERVING
+
+    def models(self) -> Sequence[ModelInfo]:
+        if self._info is None:
+            raise errors.Unavailable("the native executor has not started")
+        return (self._info,)
+
+    def health(self) -> Health:
+        if self._async_engine is not None and self._async_engine.dead:
+            return Health.DEAD
+        return self._health
+
+    def _check_model(self, model: str) -> None:
+        if model != self.served_name:
+            raise errors.NotFound(f"model {model!r} is not served by this executor", field="model")
+
+    def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def _render(self, messages: Sequence[ChatMessage]) -> list[int]:
+        # The template writes the BOS token itself when the model wants one, so no special tokens are added on top.
+        return self._encode(self._template.render([{"role": m.role, "content": m.content} for m in messages]), False)
+
+    async def tokenize(
+        self,
+        model: str,
+        *,
+        text: str | None = None,
+        messages: Sequence[ChatMessage] | None = None,
+        add_special_tokens: bool = True,
+    ) -> list[int]:
+        self._check_model(model)
+        return self._render(messages) if messages else self._encode(text or "", add_special_tokens)
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+        self._check_model(request.model)
+        prompt = request.prompt
+        if prompt.token_ids is not None:
+            ids = list(prompt.token_ids)
+        elif prompt.messages is not None:
+            ids = self._render(prompt.messages)
+        else:
+            ids = self._encode(prompt.text or "", True)
+        async for delta in self._async_engine.generate(request, ids):
+            yield delta
+
+    async def abort(self, request_id: str) -> bool:
+        return bool(self._async_engine is not None and await self._async_engine.abort(request_id))
+
+    async def shutdown(self) -> None:
+        if self._async_engine is not None:
+            await self._async_engine.shutdown()
+        self._health = Health.STARTING
