@@ -122,7 +122,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(serve(config))
-    except (ConfigError, errors.GatewayError, OSError) as exc:
+    except ConfigError as exc:  # raised while building the executor, e.g. an unknown name or option
+        print(f"trt-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (errors.GatewayError, OSError) as exc:
         print(f"trt-gateway: cannot start: {exc}", file=sys.stderr)
         return 1
 

@@ -60,6 +60,7 @@ class NativeExecutor(Executor):
 
         from trt_gateway.engine.async_engine import AsyncEngine
         from trt_gateway.engine.chat_template import ChatTemplate
+        from trt_gateway.engine.config import EngineConfigError
         from trt_gateway.engine.llm_engine import LLMEngine
 
         tokenizer_file = self.model_path / "tokenizer.json"
@@ -68,7 +69,10 @@ class NativeExecutor(Executor):
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._template = ChatTemplate.from_pretrained(self.model_path)
         self._async_engine = AsyncEngine(lambda: LLMEngine(self.engine_config), self._tokenizer)
-        engine = await self._async_engine.start()
+        try:
+            engine = await self._async_engine.start()
+        except EngineConfigError as exc:  # the checkpoint or the options cannot work: say which, at start-up
+            raise ConfigError(f"executor: cannot serve {self.model_path}: {exc}") from exc
         self._info = ModelInfo(
             name=self.served_name,
             executor=self.name,

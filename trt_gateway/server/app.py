@@ -94,9 +94,17 @@ class GatewayServer:
         self._start_metrics()
         log.info("listening on %s:%d (%s), loading executor %r", cfg.host, self.port,
                  "TLS" if cfg.tls.enabled else "plaintext", self.executor.name)
-        await self.executor.start()
-        models = list(self.executor.models())
-        await self._preload_adapters(models[0].name)
+        try:
+            await self.executor.start()
+            models = list(self.executor.models())
+            await self._preload_adapters(models[0].name)
+        except BaseException:
+            # Not serving and never will: release the port and the metrics endpoint before the error propagates.
+            self._server = None
+            await server.stop(0)
+            self._stop_metrics()
+            await self.executor.shutdown()
+            raise
         self.servicer.set_ready(models)
         await self._set_health(SERVING, models=[m.name for m in models])
         self._monitor = asyncio.create_task(self._watch_executor())
@@ -145,11 +153,15 @@ class GatewayServer:
         if self._monitor is not None:
             self._monitor.cancel()
         await self.executor.shutdown()
+        self._stop_metrics()
+        self._stopped.set()
+        log.info("stopped")
+
+    def _stop_metrics(self) -> None:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()  # type: ignore[attr-defined]
             self._metrics_server.server_close()  # type: ignore[attr-defined]  # free the port, not just the thread
-        self._stopped.set()
-        log.info("stopped")
+            self._metrics_server = None
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
