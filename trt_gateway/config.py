@@ -81,6 +81,7 @@ class AdmissionConfig:
 
     max_inflight: int = 256  # requests handed to the executor at once (it batches and queues them itself)
     max_queued: int = 1024  # requests waiting in the gateway beyond that; more get RESOURCE_EXHAUSTED
+    max_queued_tokens: int = 4_000_000  # tokens those waiting requests may need (prompt + max_tokens x n)
     retry_after_s: float = 1.0  # base of the retry-after hint sent with RESOURCE_EXHAUSTED
 
     def validate(self, where: str) -> None:
@@ -88,6 +89,8 @@ class AdmissionConfig:
             raise ConfigError(f"{where}.max_inflight must be >= 1, got {self.max_inflight}")
         if self.max_queued < 0:
             raise ConfigError(f"{where}.max_queued must be >= 0, got {self.max_queued}")
+        if self.max_queued_tokens < 1:
+            raise ConfigError(f"{where}.max_queued_tokens must be >= 1, got {self.max_queued_tokens}")
         if self.retry_after_s <= 0:
             raise ConfigError(f"{where}.retry_after_s must be > 0, got {self.retry_after_s}")
 
@@ -139,12 +142,24 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class ScopedApiKey:
+    """An API key limited to some models and adapters. "*" allows any; "" in adapters allows the base model."""
+
+    key: str
+    models: tuple[str, ...] = ("*",)
+    adapters: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int = 0  # 0 = no metrics endpoint
     grace_period_s: float = 30.0  # in-flight streams get this long to finish on SIGTERM
     api_keys: tuple[str, ...] = ()  # when set, calls must send "authorization: Bearer <key>"
+    scoped_api_keys: tuple[ScopedApiKey, ...] = ()  # keys limited to some models / adapters
+    stall_timeout_s: float = 30.0  # a stream whose client reads nothing for this long is aborted (0 = never)
+    log_requests: bool = False  # log prompts and outputs (off by default: they may hold user data)
     max_message_bytes: int = 64 * 1024 * 1024
     keepalive_time_s: float = 30.0
     keepalive_timeout_s: float = 10.0
@@ -157,6 +172,13 @@ class ServerConfig:
             raise ConfigError(f"{where}.metrics_port must be in [0, 65535], got {self.metrics_port}")
         if self.grace_period_s < 0:
             raise ConfigError(f"{where}.grace_period_s must be >= 0, got {self.grace_period_s}")
+        if self.stall_timeout_s < 0:
+            raise ConfigError(f"{where}.stall_timeout_s must be >= 0, got {self.stall_timeout_s}")
+        for i, scoped in enumerate(self.scoped_api_keys):
+            if not scoped.key:
+                raise ConfigError(f"{where}.scoped_api_keys[{i}].key must not be empty")
+        if any(not key for key in self.api_keys):
+            raise ConfigError(f"{where}.api_keys must not hold an empty key")
         self.tls.validate(f"{where}.tls")
 
 

@@ -71,6 +71,7 @@ class ResponseOptions:
     top_logprobs: int = 0  # and this many most likely alternatives per position
     prompt_token_ids: bool = False  # return the prompt's token ids in the first delta
     echo: bool = False  # return the prompt text in the first delta
+    queue_position: bool = False  # report the position in the admission queue while waiting (server-side only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,3 +183,43 @@ async def test_engine_death_is_unavailable_and_health_dead(server, stub) -> None
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert server.executor.health() is Health.DEAD
     assert await poll(lambda: server.engine_died)
+
+
+async def test_out_of_memory_fails_only_that_step_and_the_server_keeps_serving(server, stub) -> None:
+    runner = engine_of(server).model_runner
+    real_run = runner.run
+    calls = {"n": 0}
+
+    def run_once_oom(scheduled):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        return real_run(scheduled)
+
+    runner.run = run_once_oom
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Generate(greedy(PROMPTS[0]))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await stub.Generate(greedy(PROMPTS[1]))).outputs[0].finish_reason == pb.FINISH_REASON_LENGTH
+    assert server.executor.health() is Health.SERVING
+    engine = engine_of(server)
+    assert engine.num_free_blocks == engine.num_total_blocks
+
+
+async def test_engine_death_mid_stream_ends_in_flight_streams_unavailable(server, stub) -> None:
+    engine = engine_of(server)
+    call = stub.GenerateStream(greedy(PROMPTS[0], max_tokens=200))
+    first = await call.read()
+    assert first.token_ids
+
+    def broken_step() -> list:
+        raise RuntimeError("simulated worker crash")
+
+    engine.step = broken_step
+    rest = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        while (msg := await call.read()) is not grpc.aio.EOF:
+            rest.append(msg)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert rest and rest[-1].finish_reason == pb.FINISH_REASON_ERROR  # the terminal chunk before the status
+    assert await poll(lambda: server.engine_died)

@@ -14,7 +14,8 @@ from trt_gateway.server.metrics import Metrics
 
 def make(max_inflight: int = 1, max_queued: int = 10, retry_after_s: float = 1.0) -> tuple[Admission, Metrics]:
     metrics = Metrics()
-    return Admission(AdmissionConfig(max_inflight, max_queued, retry_after_s), metrics), metrics
+    config = AdmissionConfig(max_inflight=max_inflight, max_queued=max_queued, retry_after_s=retry_after_s)
+    return Admission(config, metrics), metrics
 
 
 async def settle() -> None:

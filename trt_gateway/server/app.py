@@ -22,7 +22,7 @@ from trt_gateway import adapter_paths
 from trt_gateway.config import GatewayConfig, ServerConfig
 from trt_gateway.executors import registry
 from trt_gateway.executors.base import Executor, Health
-from trt_gateway.server.interceptors import ApiKeyInterceptor
+from trt_gateway.server.auth import ApiKeyInterceptor
 from trt_gateway.server.metrics import Metrics
 from trt_gateway.server.servicer import GatewayServicer
 from trt_gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -79,7 +79,8 @@ class GatewayServer:
     async def start(self) -> int:
         """Listen, load the executor, go SERVING. Returns the bound port."""
         cfg = self.config.server
-        interceptors = [ApiKeyInterceptor(cfg.api_keys)] if cfg.api_keys else []
+        keys = self.servicer.keys
+        interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
         server = grpc.aio.server(options=_server_options(cfg), interceptors=interceptors)
         gateway_pb2_grpc.add_GatewayServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -42,7 +42,9 @@ def new_request_id() -> str:
 
 @asynccontextmanager
 async def guard(metrics: Metrics, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    token = request_id_var.set(metadata_request_id(context) or "-")
+    # Each RPC runs in its own task, with its own copy of the context: the id set here never leaks to other RPCs,
+    # and it is not reset on the way out (a stream closed by the asyncgen finalizer runs in yet another context).
+    request_id_var.set(metadata_request_id(context) or "-")
     start = time.monotonic()
     code = grpc.StatusCode.OK
     try:
@@ -67,7 +69,6 @@ async def guard(metrics: Metrics, method: str, context: grpc.aio.ServicerContext
     finally:
         metrics.requests.labels(method, code.name).inc()
         metrics.request_seconds.labels(method).observe(time.monotonic() - start)
-        request_id_var.reset(token)
 
 
 def unary(method: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:

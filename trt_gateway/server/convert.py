@@ -58,6 +58,7 @@ def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, limit
             top_logprobs=r.top_logprobs,
             prompt_token_ids=r.prompt_token_ids,
             echo=r.echo,
+            queue_position=r.queue_position,
         ),
         guided=t.GuidedDecoding(
             json_schema=g.json_schema or None, regex=g.regex or None, grammar=g.grammar or None, choice=tuple(g.choice)
@@ -72,8 +73,9 @@ def finish_reason(reason: t.FinishReason) -> pb.FinishReason:
     return _FINISH[reason]
 
 
-def usage(u: t.Usage) -> pb.Usage:
+def usage(u: t.Usage, adapter: str = "") -> pb.Usage:
     return pb.Usage(
+        adapter=adapter,
         prompt_tokens=u.prompt_tokens,
         completion_tokens=u.completion_tokens,
         cached_tokens=u.cached_tokens,
@@ -98,7 +100,7 @@ def prompt_info(p: t.PromptInfo) -> pb.PromptInfo:
     return pb.PromptInfo(num_tokens=p.num_tokens, token_ids=p.token_ids, text=p.text)
 
 
-def stream_chunk(request_id: str, index: int, delta: t.TokenDelta) -> pb.GenerateStreamResponse:
+def stream_chunk(request_id: str, index: int, delta: t.TokenDelta, adapter: str = "") -> pb.GenerateStreamResponse:
     chunk = pb.GenerateStreamResponse(
         request_id=request_id, index=index, text=delta.text, token_ids=delta.token_ids, logprobs=logprobs(delta.logprobs)
     )
@@ -110,11 +112,11 @@ def stream_chunk(request_id: str, index: int, delta: t.TokenDelta) -> pb.Generat
         chunk.matched_stop = f.matched_stop
         if f.matched_stop_token_id is not None:
             chunk.matched_stop_token_id = f.matched_stop_token_id
-        chunk.usage.CopyFrom(usage(f.usage))
+        chunk.usage.CopyFrom(usage(f.usage, adapter))
     return chunk
 
 
-def output(index: int, deltas: Sequence[t.TokenDelta]) -> pb.Output:
+def output(index: int, deltas: Sequence[t.TokenDelta], adapter: str = "") -> pb.Output:
     """Fold one output's deltas into a unary `Output`."""
     out = pb.Output(index=index, text="".join(d.text for d in deltas))
     for d in deltas:
@@ -125,12 +127,15 @@ def output(index: int, deltas: Sequence[t.TokenDelta]) -> pb.Output:
             out.matched_stop = d.finish.matched_stop
             if d.finish.matched_stop_token_id is not None:
                 out.matched_stop_token_id = d.finish.matched_stop_token_id
-            out.usage.CopyFrom(usage(d.finish.usage))
+            out.usage.CopyFrom(usage(d.finish.usage, adapter))
     return out
 
 
 def total_usage(outputs: Sequence[pb.Output]) -> pb.Usage:
-    total = pb.Usage(prompt_tokens=max((o.usage.prompt_tokens for o in outputs), default=0))
+    total = pb.Usage(
+        prompt_tokens=max((o.usage.prompt_tokens for o in outputs), default=0),
+        adapter=outputs[0].usage.adapter if outputs else "",
+    )
     for o in outputs:
         total.completion_tokens += o.usage.completion_tokens
         total.cached_tokens = max(total.cached_tokens, o.usage.cached_tokens)

@@ -64,6 +64,13 @@ class Progress:
     first_token_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Queued:
+    """The request is waiting for admission at this 1-based position (only when it asked to be told)."""
+
+    position: int
+
+
 async def run(
     executor: Executor,
     admission: Admission,
@@ -71,11 +78,12 @@ async def run(
     request: GenerateRequest,
     n: int,
     progress: Progress,
-) -> AsyncIterator[tuple[int, TokenDelta]]:
-    """Yield (output index, delta) until every output has finished."""
+) -> AsyncIterator[tuple[int, TokenDelta | Queued]]:
+    """Yield (output index, delta) until every output has finished; (-1, Queued) while waiting, if asked."""
     handle = registry.add(request.request_id, n)
     try:
-        progress.queue_s = await admission.acquire(request.priority, handle.aborted)
+        async for position in _admit(admission, request, n, handle, progress):
+            yield -1, Queued(position)
     except errors.Cancelled:
         registry.remove(handle)
         for i in range(n):
@@ -98,6 +106,49 @@ async def run(
         admission.release()
         if unfinished:
             await _abort(executor, [handle.sub_ids[i] for i in unfinished])
+
+
+def token_estimate(request: GenerateRequest, n: int) -> int:
+    """What a request may need of the KV cache, before it is tokenized: prompt (about 3 characters a token for text)
+    plus max_tokens for each output."""
+    p = request.prompt
+    if p.token_ids is not None:
+        prompt = len(p.token_ids)
+    elif p.messages is not None:
+        prompt = sum(len(m.content) // 3 + 8 for m in p.messages)
+    else:
+        prompt = len(p.text or "") // 3 + 1
+    return prompt + request.stopping.max_tokens * n
+
+
+async def _admit(
+    admission: Admission, request: GenerateRequest, n: int, handle: Handle, progress: Progress
+) -> AsyncIterator[int]:
+    """Wait for an admission slot, yielding queue positions when the request asked for them."""
+    tokens = token_estimate(request, n)
+    if not request.response.queue_position:
+        progress.queue_s = await admission.acquire(request.priority, handle.aborted, tokens=tokens)
+        return
+    positions: asyncio.Queue[int] = asyncio.Queue()
+    acquire = asyncio.ensure_future(
+        admission.acquire(request.priority, handle.aborted, tokens=tokens, on_position=positions.put_nowait)
+    )
+    try:
+        while not acquire.done():
+            get = asyncio.ensure_future(positions.get())
+            await asyncio.wait((acquire, get), return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+            if not get.done():
+                get.cancel()
+            elif not acquire.done():  # a position that is already stale once admitted is not worth sending
+                yield get.result()
+        progress.queue_s = acquire.result()  # raises what acquire raised (queue full, aborted while queued, ...)
+    except BaseException:
+        if not acquire.done():
+            acquire.cancel()  # acquire's own cleanup gives the place (or a just-granted slot) back
+            await asyncio.gather(acquire, return_exceptions=True)
+        elif not acquire.cancelled() and acquire.exception() is None:
+            admission.release()  # admitted, but nobody will run it now
+        raise
 
 
 def _cancelled_while_queued() -> TokenDelta:

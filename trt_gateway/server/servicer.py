@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 
@@ -14,10 +16,13 @@ from trt_gateway.executors.base import Executor
 from trt_gateway.log import request_id_var
 from trt_gateway.server import boundary, convert, generation, validation
 from trt_gateway.server.admission import Admission
+from trt_gateway.server.auth import Keys
 from trt_gateway.server.metrics import Metrics
 from trt_gateway.types import Finish, FinishReason, ModelInfo, TokenDelta, Usage
 from trt_gateway.v1 import gateway_pb2 as pb
 from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+log = logging.getLogger("trt_gateway.server")
 
 
 class GatewayServicer(pb_grpc.GatewayServicer):
@@ -28,6 +33,8 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.metrics = metrics
         self.admission = Admission(config.admission, metrics)
         self.registry = generation.Registry()
+        self.keys = Keys(config.server)
+        self._background: set[asyncio.Task[object]] = set()
         self._models: dict[str, ModelInfo] = {}
         self._default = ""
 
@@ -60,7 +67,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             rid = boundary.new_request_id()
         request_id_var.set(rid)
         validation.generate(msg, info, self.limits)
+        self.keys.authorize(context.invocation_metadata(), model=info.name, adapter=msg.adapter)
         request = convert.generate_request(msg, rid, info.name, self.limits)
+        if self.config.server.log_requests:  # opt-in only: prompts may hold user data
+            log.info("prompt: %r", msg.text or list(msg.token_ids) or [(m.role, m.content) for m in msg.messages])
         await context.send_initial_metadata(((boundary.REQUEST_ID_KEY, rid),))
         deltas = generation.run(self.executor, self.admission, self.registry, request, max(msg.n, 1), progress)
         return info, rid, progress, deltas
@@ -94,30 +104,60 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         info, rid, progress, deltas = await self._start(request, context)
         n = max(request.n, 1)
         tokens, last, finished, sent = [0] * n, [0.0] * n, set(), False
+        texts: list[list[str]] | None = [[] for _ in range(n)] if self.config.server.log_requests else None
+        stall_s = self.config.server.stall_timeout_s
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
         self.metrics.active_streams.inc()
         try:
             async with contextlib.aclosing(deltas):  # closed even if gRPC stops iterating us without an exception
                 async for index, delta in deltas:
-                    self._observe(info.name, progress, delta, last, index)
-                    tokens[index] += len(delta.token_ids)
-                    chunk = convert.stream_chunk(rid, index, delta)
-                    if delta.finish is not None:
-                        finished.add(index)
-                        chunk.timings.CopyFrom(self._timings(progress, delta.finish))
+                    if isinstance(delta, generation.Queued):
+                        chunk = pb.GenerateStreamResponse(request_id=rid, queue_position=delta.position)
+                    else:
+                        self._observe(info.name, progress, delta, last, index)
+                        tokens[index] += len(delta.token_ids)
+                        chunk = convert.stream_chunk(rid, index, delta, request.adapter)
+                        if delta.finish is not None:
+                            finished.add(index)
+                            chunk.timings.CopyFrom(self._timings(progress, delta.finish))
+                        if texts is not None:
+                            self._log_output(texts, index, delta)
                     sent = True
+                    # gRPC flow control bounds what a stream buffers: once the client stops reading, this yield
+                    # does not return. The timer aborts such a stalled request so its KV blocks are freed.
+                    if stall_s:
+                        timer = loop.call_later(stall_s, self._stalled, rid, stall_s)
                     yield chunk
+                    if timer is not None:
+                        timer.cancel()
         except Exception:  # a GatewayError or a bug (INTERNAL at the boundary): either way the outputs ended
             # After the first chunk, each unfinished output gets a terminal ERROR chunk (with the usage so far)
             # before the status, so a client never has to guess whether an output ended.
             if sent:
                 for index in sorted(set(range(n)) - finished):
                     error = Finish(FinishReason.ERROR, Usage(completion_tokens=tokens[index]))
-                    chunk = convert.stream_chunk(rid, index, TokenDelta(finish=error))
+                    chunk = convert.stream_chunk(rid, index, TokenDelta(finish=error), request.adapter)
                     chunk.timings.CopyFrom(self._timings(progress, None))
                     yield chunk
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             self.metrics.active_streams.dec()
+
+    def _stalled(self, request_id: str, stall_s: float) -> None:
+        log.warning("client read nothing for %.0fs: aborting request %s to free its KV cache", stall_s, request_id)
+        self.metrics.rejected.labels("stalled").inc()
+        task = asyncio.ensure_future(generation.abort(self.executor, self.registry, request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    def _log_output(texts: list[list[str]], index: int, delta: TokenDelta) -> None:
+        texts[index].append(delta.text)
+        if delta.finish is not None:
+            log.info("output[%d] (%s): %r", index, delta.finish.reason.value, "".join(texts[index]))
 
     @boundary.unary("Generate")
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
@@ -130,12 +170,17 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         try:
             async with contextlib.aclosing(deltas):
                 async for index, delta in deltas:
+                    if isinstance(delta, generation.Queued):
+                        continue  # queue positions are for streams only
                     self._observe(info.name, progress, delta, last, index)
                     per_output[index].append(delta)
                     prompt = prompt or delta.prompt
         finally:
             self.metrics.active_streams.dec()
-        outputs = [convert.output(i, ds) for i, ds in enumerate(per_output)]
+        outputs = [convert.output(i, ds, request.adapter) for i, ds in enumerate(per_output)]
+        if self.config.server.log_requests:
+            for o in outputs:
+                log.info("output[%d] (%s): %r", o.index, pb.FinishReason.Name(o.finish_reason), o.text)
         response = pb.GenerateResponse(request_id=rid, outputs=outputs, usage=convert.total_usage(outputs))
         if prompt is not None:
             response.prompt.CopyFrom(convert.prompt_info(prompt))
@@ -196,6 +241,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def LoadAdapter(self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext) -> pb.AdapterInfo:
         info = self._lora_model(request.model)
         adapter_paths.check_name(request.name)
+        self.keys.authorize(context.invocation_metadata(), model=info.name, adapter=request.name)
         path = adapter_paths.confine(request.path, self.config.executor.lora.adapter_roots)
         return convert.adapter_info(await self.executor.load_adapter(info.name, request.name, path))
 
@@ -205,5 +251,6 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     ) -> pb.UnloadAdapterResponse:
         info = self._lora_model(request.model)
         adapter_paths.check_name(request.name)
+        self.keys.authorize(context.invocation_metadata(), model=info.name, adapter=request.name)
         await self.executor.unload_adapter(info.name, request.name)
         return pb.UnloadAdapterResponse()
