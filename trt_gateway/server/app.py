@@ -23,9 +23,10 @@ from trt_gateway.config import GatewayConfig, ServerConfig
 from trt_gateway.executors import registry
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.server.auth import ApiKeyInterceptor
+from trt_gateway.server.decoding import add_gateway_servicer
 from trt_gateway.server.metrics import Metrics
 from trt_gateway.server.servicer import GatewayServicer
-from trt_gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from trt_gateway.v1 import gateway_pb2
 
 log = logging.getLogger("trt_gateway.server")
 
@@ -82,7 +83,7 @@ class GatewayServer:
         keys = self.servicer.keys
         interceptors = [ApiKeyInterceptor(keys)] if keys.enabled else []
         server = grpc.aio.server(options=_server_options(cfg), interceptors=interceptors)
-        gateway_pb2_grpc.add_GatewayServicer_to_server(self.servicer, server)
+        add_gateway_servicer(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
         address = f"{cfg.host}:{cfg.port}"

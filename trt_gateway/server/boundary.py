@@ -21,6 +21,7 @@ import grpc
 
 from trt_gateway import errors
 from trt_gateway.log import request_id_var
+from trt_gateway.server.decoding import Undecodable
 from trt_gateway.server.metrics import Metrics
 
 log = logging.getLogger("trt_gateway.server")
@@ -71,11 +72,19 @@ async def guard(metrics: Metrics, method: str, context: grpc.aio.ServicerContext
         metrics.request_seconds.labels(method).observe(time.monotonic() - start)
 
 
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise errors.InvalidArgument(
+            f"request: not a valid {request.message_type} message ({request.reason})", field="request"
+        )
+
+
 def unary(method: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     def wrap(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         @functools.wraps(fn)
         async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
             async with guard(self.metrics, method, context):
+                _check_decoded(request)
                 return await fn(self, request, context)
             raise AssertionError("unreachable: guard either returns or aborts")  # pragma: no cover
 
@@ -89,6 +98,7 @@ def stream(method: str) -> Callable[[Callable[..., AsyncIterator[T]]], Callable[
         @functools.wraps(fn)
         async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
             async with guard(self.metrics, method, context):
+                _check_decoded(request)
                 async for item in fn(self, request, context):
                     yield item
 

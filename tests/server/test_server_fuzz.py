@@ -1,0 +1,151 @@
+"""Hypothesis drives the real server with random and malformed requests.
+
+Every answer must be OK or one of the documented client-error statuses (never INTERNAL or UNKNOWN), and afterwards the
+server must still be healthy and serve a normal request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from gateway_testing import running, target
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from trt_gateway.v1 import gateway_pb2 as pb
+from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+ALLOWED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+INT32 = st.integers(-(2**31), 2**31 - 1)
+FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32) | st.sampled_from([0.0, 1.0, -1.0, 1e-9, 2.0])
+SHORT_TEXT = st.text(max_size=40)
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    """A gateway in a background event loop, so hypothesis can drive it with a plain blocking stub."""
+    loop = asyncio.new_event_loop()
+    ready: dict[str, str] = {}
+    started, stop = threading.Event(), asyncio.Event()
+
+    async def serve() -> None:
+        async with running(executor={"options": {"max_context": 512}}, limits={"max_tokens": 256}) as server:
+            ready["target"] = target(server)
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(30)
+    yield ready["target"]
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def channel(address: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(address) as ch:
+        yield ch
+
+
+sampling = st.builds(
+    pb.SamplingParams,
+    temperature=FLOATS, top_p=FLOATS, top_k=INT32, min_p=FLOATS, repetition_penalty=FLOATS,
+    presence_penalty=FLOATS, frequency_penalty=FLOATS, seed=st.integers(0, 2**64 - 1),
+    logit_bias=st.dictionaries(INT32, FLOATS, max_size=4),
+)
+stopping = st.builds(
+    pb.StoppingCriteria,
+    max_tokens=st.integers(0, 2**32 - 1) | st.integers(1, 16), min_tokens=st.integers(0, 2**32 - 1) | st.just(0),
+    stop=st.lists(SHORT_TEXT, max_size=20), stop_token_ids=st.lists(INT32, max_size=20),
+    include_stop=st.booleans(), ignore_eos=st.booleans(),
+)
+hostile = st.builds(
+    pb.GenerateRequest,
+    request_id=st.text(max_size=150) | st.just(""),
+    model=st.sampled_from(["", "echo", "nope"]) | SHORT_TEXT,
+    text=st.text(max_size=200) | st.just(""),
+    token_ids=st.lists(st.integers(-5, 300) | INT32, max_size=20),
+    messages=st.lists(st.builds(pb.ChatMessage, role=st.sampled_from(["user", "system", "x"]), content=SHORT_TEXT),
+                      max_size=3),
+    sampling=sampling,
+    stopping=stopping,
+    response=st.builds(pb.ResponseOptions, logprobs=st.booleans(), top_logprobs=st.integers(0, 2**32 - 1) | st.just(2),
+                       prompt_token_ids=st.booleans(), echo=st.booleans(), queue_position=st.booleans()),
+    guided=st.builds(pb.GuidedDecoding, json_schema=SHORT_TEXT, regex=SHORT_TEXT, choice=st.lists(SHORT_TEXT, max_size=3)),
+    adapter=SHORT_TEXT,
+    n=st.integers(0, 2**32 - 1) | st.integers(0, 3),
+    priority=INT32,
+)
+# Mostly-valid requests with random combinations, so the fuzzing also walks the paths that generate tokens.
+plausible = st.builds(
+    pb.GenerateRequest,
+    model=st.sampled_from(["", "echo"]),
+    text=st.text(min_size=1, max_size=100),
+    sampling=st.builds(
+        pb.SamplingParams, temperature=st.floats(0, 2), top_p=st.floats(0.01, 1), top_k=st.integers(0, 50),
+        min_p=st.floats(0, 1), presence_penalty=st.floats(-2, 2), seed=st.integers(0, 2**64 - 1),
+        logit_bias=st.dictionaries(st.integers(0, 256), st.floats(-100, 100), max_size=3),
+    ),
+    stopping=st.builds(
+        pb.StoppingCriteria, max_tokens=st.integers(1, 64), stop=st.lists(st.text(min_size=1, max_size=4), max_size=3),
+        stop_token_ids=st.lists(st.integers(0, 256), max_size=3), include_stop=st.booleans(), ignore_eos=st.booleans(),
+    ),
+    response=st.builds(pb.ResponseOptions, logprobs=st.booleans(), top_logprobs=st.integers(0, 5),
+                       prompt_token_ids=st.booleans(), echo=st.booleans()),
+    n=st.integers(0, 3),
+    priority=st.integers(-10, 10),
+)
+requests = st.one_of(plausible, hostile)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(request=requests, stream=st.booleans())
+def test_random_requests_get_ok_or_a_documented_status(channel: grpc.Channel, request: pb.GenerateRequest,
+                                                       stream: bool) -> None:
+    stub = pb_grpc.GatewayStub(channel)
+    try:
+        if stream:
+            chunks = list(stub.GenerateStream(request, timeout=10))
+            finals = [c for c in chunks if c.finish_reason]
+            assert len(finals) == max(request.n, 1)
+        else:
+            response = stub.Generate(request, timeout=10)
+            assert len(response.outputs) == max(request.n, 1)
+            assert all(math.isfinite(o.usage.completion_tokens) for o in response.outputs)
+        event("OK")
+    except grpc.RpcError as exc:
+        event(exc.code().name)
+        assert exc.code() in ALLOWED, f"{exc.code()}: {exc.details()}"
+        assert exc.details(), "every refusal explains itself"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payload=st.binary(max_size=300), method=st.sampled_from(["Generate", "Tokenize", "LoadAdapter", "Abort"]))
+def test_malformed_bytes_get_invalid_argument_or_ok(channel: grpc.Channel, payload: bytes, method: str) -> None:
+    call = channel.unary_unary(f"/trt_gateway.v1.Gateway/{method}")  # raw bytes in, raw bytes out
+    try:
+        call(payload, timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() in ALLOWED, f"{exc.code()}: {exc.details()}"
+
+
+def test_server_is_healthy_after_the_fuzzing(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    response = pb_grpc.GatewayStub(channel).Generate(pb.GenerateRequest(text="still here"), timeout=10)
+    assert response.outputs[0].text == "still here"
