@@ -23,8 +23,8 @@ async def connect(client_kind: str) -> AsyncIterator[Callable[..., AnyClient]]:
     """connect(server_or_target, **options) -> AnyClient; closed at teardown."""
     made: list[AnyClient] = []
 
-    def make(where: GatewayServer | str, **options: Any) -> AnyClient:
-        address = where if isinstance(where, str) else target(where)
+    def make(where: GatewayServer | str | list[str], **options: Any) -> AnyClient:
+        address = where if isinstance(where, (str, list)) else target(where)
         cls = AsyncGatewayClient if client_kind == "async" else GatewayClient
         made.append(AnyClient(cls(address, **options)))
         return made[-1]

@@ -8,6 +8,7 @@ apart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import time
@@ -48,6 +49,9 @@ class ClientOptions:
     keepalive_time_s: float = 30.0  # ping an idle connection this often while calls are open
     keepalive_timeout_s: float = 10.0
     channel_options: Sequence[tuple[str, Any]] = ()  # raw grpc channel arguments, appended last (they win)
+    # "round_robin" spreads calls over every address the target resolves to (several gateways behind one DNS name,
+    # or a list of targets); None keeps gRPC's default (pick_first).
+    load_balancing: str | None = None
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 5.0
 
@@ -78,6 +82,8 @@ class ClientOptions:
         ]
         if self.server_name_override:
             opts.append(("grpc.ssl_target_name_override", self.server_name_override))
+        if self.load_balancing:
+            opts.append(("grpc.lb_policy_name", self.load_balancing))
         return opts + list(self.channel_options)
 
     def credentials(self) -> grpc.ChannelCredentials | None:
@@ -179,12 +185,35 @@ def error_from_rpc(exc: grpc.RpcError) -> errors.GatewayError:
 # -- the shared client shell ---------------------------------------------------------------------------------------
 
 
+def _channel_target(target: str | Sequence[str]) -> tuple[str, bool]:
+    """One gRPC target string, and whether it names several addresses."""
+    if isinstance(target, str):
+        return target, False
+    addresses = list(target)
+    if not addresses:
+        raise ValueError("target: give at least one address")
+    if len(addresses) == 1:
+        return addresses[0], False
+    # gRPC's static address list ("ipv4:a:p,b:p") takes IP literals only; several hosts by name need one DNS name.
+    try:
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            ipaddress.IPv4Address(host)
+            int(port)
+    except ValueError as exc:
+        raise ValueError(
+            f"target: a list must hold 'ipv4:port' addresses (got {address!r}); for host names use one DNS name "
+            "that resolves to every gateway, e.g. 'dns:///gateways.internal:50051' with load_balancing='round_robin'"
+        ) from exc
+    return "ipv4:" + ",".join(addresses), True
+
+
 class BaseClient:
     """Options and per-call plumbing; `GatewayClient` and `AsyncGatewayClient` add the channel."""
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None = None,
         max_retries: int = 3,
@@ -199,10 +228,15 @@ class BaseClient:
         keepalive_time_s: float = 30.0,
         keepalive_timeout_s: float = 10.0,
         channel_options: Sequence[tuple[str, Any]] = (),
+        load_balancing: str | None = None,
         options: ClientOptions | None = None,
     ) -> None:
-        """`target` is "host:port". Pass `options` to reuse a prepared ClientOptions; it replaces the keywords."""
-        self.target = target
+        """`target` is "host:port" (or any gRPC target, e.g. "dns:///gateways.internal:50051"), or a list of
+        "ip:port" addresses to balance over round-robin. Pass `options` to reuse a prepared ClientOptions; it
+        replaces the keywords."""
+        self.target, several = _channel_target(target)
+        if several and load_balancing is None:
+            load_balancing = "round_robin"
         self.options = options or ClientOptions(
             timeout=timeout,
             max_retries=max_retries,
@@ -217,6 +251,7 @@ class BaseClient:
             keepalive_time_s=keepalive_time_s,
             keepalive_timeout_s=keepalive_timeout_s,
             channel_options=tuple(channel_options),
+            load_balancing=load_balancing,
         )
         o = self.options
         self.retry_policy = RetryPolicy(o.max_retries, o.initial_backoff_s, o.max_backoff_s)
