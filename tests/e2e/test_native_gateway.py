@@ -7,7 +7,6 @@ every KV block; a dead engine must surface as UNAVAILABLE and health DEAD.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,34 +14,15 @@ import grpc
 import pytest
 import torch
 from gateway_testing import poll, running, target
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from trt_gateway.executors.base import Health
-from trt_gateway.executors.native import DEMO_MODEL, NativeExecutor
+from trt_gateway.executors.native import NativeExecutor
 from trt_gateway.server.app import GatewayServer
 from trt_gateway.v1 import gateway_pb2 as pb
 from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 PROMPTS = ["The for statement", "def main():", "A list is", "Exceptions are raised when"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LlamaForCausalLM]:
-    """A random 2-layer Llama over the demo tokenizer (so chat templates and detokenization are real)."""
-    from tokenizers import Tokenizer
-
-    vocab = Tokenizer.from_file(str(DEMO_MODEL / "tokenizer.json")).get_vocab_size()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
-    )
-    model = LlamaForCausalLM(config).eval()
-    path = tmp_path_factory.mktemp("tiny-native")
-    model.save_pretrained(path)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(DEMO_MODEL / name, path / name)
-    return path, model
 
 
 @pytest.fixture
