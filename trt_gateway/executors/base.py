@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from trt_gateway import errors
 from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
@@ -77,3 +78,6 @@ class Executor(abc.ABC):
 
     def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
         return ()
+
+    def register_metrics(self, registry: Any) -> None:
+        """Add the executor's own Prometheus collectors to the server's registry (a CollectorRegistry)."""

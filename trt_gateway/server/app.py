@@ -68,6 +68,7 @@ class GatewayServer:
         self.config = config
         self.executor = executor if executor is not None else registry.create(config.executor)
         self.metrics = Metrics()
+        self.executor.register_metrics(self.metrics.registry)
         self.servicer = GatewayServicer(config, self.executor, self.metrics)
         self.health = health_aio.HealthServicer()
         self.port = 0

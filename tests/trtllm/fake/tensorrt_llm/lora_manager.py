@@ -1,0 +1,3 @@
+from tensorrt_llm.lora_helper import LoraConfig  # re-exported, as in the real package
+
+__all__ = ["LoraConfig"]

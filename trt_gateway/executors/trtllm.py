@@ -1,0 +1,299 @@
+"""The `trtllm` executor: TensorRT-LLM's `LLM` API (1.x) behind the Executor contract.
+
+Written against shared/reference/trtllm_api.md and tested against a double of that API (tests/trtllm/fake); it has
+NOT yet run against a real TensorRT-LLM installation (docs/trtllm.md says what is and is not verified).
+
+One request, as numbered steps:
+1. map the request to a fresh `SamplingParams` (trtllm_params; unmappable fields -> UNIMPLEMENTED naming the field);
+2. call `llm.generate_async(..., streaming=True)` on the event loop thread (its result needs the running loop) and
+   remember `request_id -> RequestOutput` (TensorRT-LLM's ids are its own ints);
+3. stream the responses as deltas (trtllm_stream: diffs copied at once, multi-token steps, stop-string holdback);
+4. on Abort, client cancel, deadline or disconnect (generator closed), call `RequestOutput.abort()`: merely stopping
+   the iteration would leave the request running on the GPU.
+
+Modules: trtllm_options (the options schema), trtllm_config (finding TensorRT-LLM, LLM kwargs), trtllm_params
+(request mapping), trtllm_stream (outputs -> deltas), trtllm_lora (adapter registry), trtllm_stats (metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from trt_gateway import adapter_paths, errors
+from trt_gateway.config import ConfigError, ExecutorConfig
+from trt_gateway.executors.base import Executor, Health
+from trt_gateway.executors.trtllm_config import TrtApi, llm_kwargs, load_api
+from trt_gateway.executors.trtllm_lora import AdapterRegistry, read_adapter_config, trtllm_modules
+from trt_gateway.executors.trtllm_options import TrtllmOptions, check_model_path
+from trt_gateway.executors.trtllm_params import ParamSupport, sampling_kwargs
+from trt_gateway.executors.trtllm_stats import StatsPoller
+from trt_gateway.executors.trtllm_stream import abort_result, deltas
+from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
+
+log = logging.getLogger(__name__)
+
+
+class TrtllmExecutor(Executor):
+    name = "trtllm"
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        # Everything checkable without a GPU is checked here, so a bad config fails before any model loads.
+        self.config = config
+        self.options = TrtllmOptions.parse(config.options)
+        check_model_path(config.model, "executor.model")
+        self.spec = self.options.speculative_spec(config.speculative)
+        self.served_name = config.served_name or Path(config.model.rstrip("/")).name
+        self.api: TrtApi = load_api(self.options.backend)
+        lora_modules = self._lora_modules() if config.lora.adapter_roots else None
+        self.llm_kwargs = llm_kwargs(self.api, self.options, config, self.spec, lora_modules)
+        self.adapters = (
+            AdapterRegistry(self.served_name, config.lora.max_lora_rank, self.options.lora_target_modules)
+            if lora_modules is not None else None
+        )
+        self.stats = StatsPoller(self._stats_source, self.options.stats_interval_s, self.options.stats_timeout_s)
+        self.llm: Any = None
+        self._info: ModelInfo | None = None
+        self._health = Health.STARTING
+        self._requests: dict[str, Any] = {}  # gateway request id -> RequestOutput
+        self._support: ParamSupport | None = None  # set at start, from what the loaded model can do
+
+    @classmethod
+    def from_config(cls, config: ExecutorConfig) -> TrtllmExecutor:
+        return cls(config)
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Put the TensorRT-LLM iteration-stats gauges on `registry` (the server's, for its /metrics)."""
+        self.stats.register(registry)
+
+    def _lora_modules(self) -> list[str]:
+        """TensorRT-LLM LoRA target modules: the option, else those of the preloaded adapters, else [] (all)."""
+        if self.options.lora_target_modules:
+            return list(self.options.lora_target_modules)
+        lora, hf_modules = self.config.lora, set[str]()
+        for name, path in lora.adapters.items():
+            try:
+                cfg = read_adapter_config(adapter_paths.confine(path, lora.adapter_roots), field=f"adapters.{name}")
+            except errors.GatewayError as exc:
+                raise ConfigError(f"executor.lora.{exc.message}") from exc
+            modules = cfg.get("target_modules") or ()
+            hf_modules.update([modules] if isinstance(modules, str) else modules)
+        return trtllm_modules(sorted(hf_modules))
+
+    def _stats_source(self, timeout: float) -> Any:
+        return self.llm.get_stats_async(timeout)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        model = self.config.model
+        log.info("loading %s with TensorRT-LLM %s (%s backend)", model, self.api.version, self.options.backend)
+        try:
+            if self.options.start_in_thread:  # minutes of loading must not stall the server's loop (health, RPCs)
+                self.llm = await asyncio.to_thread(self.api.llm_cls, **self.llm_kwargs)
+            else:
+                self.llm = self.api.llm_cls(**self.llm_kwargs)
+        except Exception as exc:  # noqa: BLE001 - any start-up failure becomes one clear configuration error
+            raise ConfigError(f"executor.model: TensorRT-LLM could not load {model}: {type(exc).__name__}: {exc}") from exc
+        self._info = self._model_info()
+        if self.options.stats_interval_s > 0:
+            self.stats.start()
+        self._health = Health.SERVING
+
+    def _model_info(self) -> ModelInfo:
+        hf = _read_json(Path(self.config.model) / "config.json")
+        pretrained = hf.get("pretrained_config", hf)  # TensorRT engine dirs nest the model config
+        build = hf.get("build_config", {})
+        gen = _read_json(Path(self.config.model) / "generation_config.json")
+        tok = self.llm.tokenizer
+        max_len = (self.options.max_seq_len or getattr(getattr(self.llm, "args", None), "max_seq_len", None)
+                   or build.get("max_seq_len") or pretrained.get("max_position_embeddings") or 4096)
+        vocab = pretrained.get("vocab_size") or getattr(tok, "vocab_size", None)
+        if not isinstance(vocab, int):
+            raise ConfigError(f"executor.model: cannot tell the vocabulary size of {self.config.model}")
+        eos = gen.get("eos_token_id", pretrained.get("eos_token_id", getattr(tok, "eos_token_id", None)))
+        eos_ids = tuple(eos) if isinstance(eos, list) else (eos,) if isinstance(eos, int) else ()
+        api, opts, lora = self.api, self.options, self.config.lora
+        logprobs_on = opts.backend == "pytorch" or opts.gather_generation_logits
+        caps = Capabilities(
+            lora=self.adapters is not None,
+            max_lora_rank=lora.max_lora_rank if self.adapters else 0,
+            max_loras=lora.max_loras if self.adapters else 0,
+            speculative=self.spec.capability if self.spec else "",
+            num_draft_tokens=self.spec.num_draft_tokens if self.spec else 0,
+            guided=("json_schema", "regex", "grammar", "choice") if opts.guided_decoding_backend and api.guided_cls else (),
+            logprobs=logprobs_on,
+            max_top_logprobs=opts.max_top_logprobs if logprobs_on else 0,
+            chat_template=tok is not None and bool(_chat_template(tok)),
+            tokenize=tok is not None,
+            logit_bias=False,
+            min_p="min_p" in api.sampling_fields,
+        )
+        self._support = ParamSupport(api.sampling_fields, bool(caps.guided), logprobs_on, caps.max_top_logprobs,
+                                caps.num_draft_tokens)
+        return ModelInfo(self.served_name, self.name, f"tensorrt_llm {api.version}", int(max_len), vocab, eos_ids, caps)
+
+    def models(self) -> Sequence[ModelInfo]:
+        if self._info is None:
+            raise errors.Unavailable("the trtllm executor has not started")
+        return (self._info,)
+
+    def health(self) -> Health:
+        if self._health is Health.SERVING:
+            executor = getattr(self.llm, "_executor", None)  # what generate_async itself checks (reference §10)
+            if executor is None or (hasattr(executor, "is_shutdown") and executor.is_shutdown()):
+                self._health = Health.DEAD
+        return self._health
+
+    async def shutdown(self) -> None:
+        await self.stats.stop()
+        for rid in list(self._requests):
+            await self.abort(rid)
+        if self.llm is not None:
+            await asyncio.to_thread(self.llm.shutdown)
+        self._health = Health.STARTING
+
+    # -- generation -----------------------------------------------------------------------------------------------
+
+    def _check_model(self, model: str) -> None:
+        if model != self.served_name:
+            raise errors.NotFound(f"model {model!r} is not served by this executor", field="model")
+
+    def _ready_llm(self) -> Any:
+        if self.health() is Health.DEAD:
+            raise errors.EngineDead("the TensorRT-LLM executor is gone")
+        if self.llm is None:
+            raise errors.Unavailable("the trtllm executor has not started")
+        return self.llm
+
+    def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        return list(self.llm.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def _render(self, messages: Sequence[ChatMessage]) -> list[int]:
+        conversation = [{"role": m.role, "content": m.content} for m in messages]
+        text = _hf(self.llm.tokenizer, "apply_chat_template")(conversation, tokenize=False, add_generation_prompt=True)
+        return self._encode(text, False)  # the template writes BOS itself where the model wants one
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return str(self.llm.tokenizer.decode(token_ids)) if self.llm.tokenizer is not None else ""
+
+    async def tokenize(
+        self, model: str, *, text: str | None = None, messages: Sequence[ChatMessage] | None = None,
+        add_special_tokens: bool = True,
+    ) -> list[int]:
+        self._check_model(model)
+        if self._ready_llm().tokenizer is None:
+            raise errors.Unimplemented("the model was loaded without a tokenizer", field="text")
+        return self._render(messages) if messages else self._encode(text or "", add_special_tokens)
+
+    def _submit(self, request: GenerateRequest, lora_request: Any) -> Any:
+        llm, api = self._ready_llm(), self.api
+        assert self._support is not None  # set by start() before the server routes any request here
+        kw = sampling_kwargs(request, self._support)
+        if "guided_decoding" in kw:
+            kw["guided_decoding"] = api.guided_cls(**kw["guided_decoding"])  # type: ignore[misc]
+        p = request.prompt
+        inputs: Any = list(p.token_ids) if p.token_ids is not None else self._render(p.messages) if p.messages else p.text
+        extra: dict[str, Any] = {}
+        if request.priority and "priority" in api.generate_params:  # newest API: a float in [0, 1], default 0.5
+            extra["priority"] = min(max(0.5 + request.priority / 2000, 0.0), 1.0)
+        try:
+            return llm.generate_async(
+                inputs=inputs, sampling_params=api.sampling_params_cls(**kw), lora_request=lora_request,
+                streaming=True, **extra,
+            )
+        except RuntimeError as exc:
+            if "shutting down" in str(exc) or self.health() is Health.DEAD:  # "LLM is shutting down"
+                self._health = Health.DEAD
+                raise errors.EngineDead(f"TensorRT-LLM refused the request: {exc}") from exc
+            raise errors.Internal(f"TensorRT-LLM failed to submit the request: {exc}") from exc
+        except (ValueError, TypeError) as exc:  # _check_arguments / SamplingParams validation: this request is bad
+            raise errors.InvalidArgument(f"TensorRT-LLM rejected the request: {exc}") from exc
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+        self._check_model(request.model)
+        rid = request.request_id
+        if rid in self._requests:
+            raise errors.AlreadyExists(f"request_id {rid!r} is already running", field="request_id")
+        adapter = None
+        if request.adapter:
+            if self.adapters is None:
+                raise errors.Unimplemented("adapter: LoRA is off (no adapter roots configured)", field="adapter")
+            adapter = self.adapters.acquire(request.adapter)
+        try:
+            lora_request = None
+            if adapter is not None:
+                try:
+                    lora_request = self.api.lora_request_cls(  # type: ignore[misc]
+                        lora_name=adapter.name, lora_int_id=adapter.int_id, lora_path=adapter.path
+                    )
+                except ValueError as exc:
+                    raise errors.FailedPrecondition(f"adapter {adapter.name!r}: {exc}", field="adapter") from exc
+            result = self._submit(request, lora_request)
+            self._requests[rid] = result
+            api = self.api
+            try:
+                stream = deltas(request, result, self._decode, api.fatal_errors, api.request_errors)
+                async with contextlib.aclosing(stream):
+                    async for delta in stream:
+                        yield delta
+            except errors.EngineDead:
+                self._health = Health.DEAD
+                raise
+            finally:  # finished, failed, or closed by the server on cancel/deadline/disconnect
+                self._requests.pop(rid, None)
+                if not result.finished:
+                    abort_result(result)
+        finally:
+            if adapter is not None and self.adapters is not None:
+                self.adapters.release(adapter.name)
+
+    async def abort(self, request_id: str) -> bool:
+        result = self._requests.get(request_id)
+        if result is None or result.finished:
+            return False
+        abort_result(result)
+        return True
+
+    # -- adapters -------------------------------------------------------------------------------------------------
+
+    def _registry(self, model: str) -> AdapterRegistry:
+        self._check_model(model)
+        if self.adapters is None:
+            raise errors.Unimplemented("LoRA is off for this model (no adapter roots configured)", field="adapter")
+        return self.adapters
+
+    async def load_adapter(self, model: str, name: str, path: str) -> AdapterInfo:
+        registry = self._registry(model)
+        return registry.info(registry.load(name, path))
+
+    async def unload_adapter(self, model: str, name: str) -> None:
+        self._registry(model).unload(name)
+
+    def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
+        return self._registry(model).infos()
+
+
+def _hf(tokenizer: Any, attr: str) -> Any:
+    """An attribute of TensorRT-LLM's tokenizer wrapper, or of the HF tokenizer it wraps (`.tokenizer`)."""
+    found = getattr(tokenizer, attr, None)
+    return found if found is not None else getattr(getattr(tokenizer, "tokenizer", None), attr, None)
+
+
+def _chat_template(tokenizer: Any) -> Any:
+    return _hf(tokenizer, "apply_chat_template") and _hf(tokenizer, "chat_template")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

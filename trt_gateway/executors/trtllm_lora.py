@@ -1,0 +1,132 @@
+"""The trtllm executor's adapter registry: name -> (stable int id, path, rank, alpha, modules).
+
+TensorRT-LLM has no load/unload API: an adapter is named per request by a `LoRARequest(name, int_id, path)`, and its
+PEFT cache (GPU `max_loras`, host `max_cpu_loras`) loads and evicts weights by `lora_int_id` on its own. So the
+gateway's registry is the source of truth for Load/Unload/List, and two rules keep the cache correct:
+- an id is never reused: the same id must always mean the same weights, and an evicted-then-reloaded name may point
+  at new files, so every Load of a new (name, path) gets a fresh id;
+- the path is validated (directory, adapter_config.json, weights, rank) before a `LoRARequest` is built, because its
+  `__post_init__` raises on a missing path and TensorRT-LLM's own errors about bad adapters come late and vague.
+
+Residency is reported honestly: an adapter in use by a running request is on the GPU; otherwise the gateway cannot
+see whether TensorRT-LLM still caches it, so it reports DISK ("registered; loaded on use").
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trt_gateway import errors
+from trt_gateway.executors.trtllm_options import HF_TO_LORA_MODULE
+from trt_gateway.types import AdapterInfo, Residency
+
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    path: str
+    int_id: int
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]  # HF module names, as in adapter_config.json
+
+
+def read_adapter_config(path: str, field: str = "path") -> dict[str, Any]:
+    """Check an HF PEFT LoRA directory and return its adapter_config.json."""
+    p = Path(path)
+    if not p.is_dir():
+        raise errors.InvalidArgument(f"{field}: adapter directory {path} does not exist", field=field)
+    config_file = p / "adapter_config.json"
+    try:
+        cfg = json.loads(config_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise errors.InvalidArgument(f"{field}: cannot read {config_file}: {exc}", field=field) from exc
+    if not isinstance(cfg, dict):
+        raise errors.InvalidArgument(f"{field}: {config_file} must hold a JSON object", field=field)
+    if not any((p / w).is_file() for w in WEIGHT_FILES):
+        raise errors.InvalidArgument(f"{field}: {path} has none of {', '.join(WEIGHT_FILES)}", field=field)
+    return cfg
+
+
+def trtllm_modules(hf_modules: Sequence[str]) -> list[str]:
+    """HF module names (q_proj, ...) to TensorRT-LLM LoRA module names (attn_q, ...); unknown ones are skipped."""
+    return sorted({HF_TO_LORA_MODULE[m] for m in hf_modules if m in HF_TO_LORA_MODULE})
+
+
+class AdapterRegistry:
+    def __init__(self, model: str, max_lora_rank: int, target_modules: Sequence[str] = ()) -> None:
+        self.model = model
+        self.max_lora_rank = max_lora_rank
+        self.target_modules = frozenset(target_modules)  # TensorRT-LLM names the LLM was built for; empty = all
+        self._adapters: dict[str, Adapter] = {}
+        self._active: dict[str, int] = {}
+        self._ids = itertools.count(1)
+
+    def load(self, name: str, path: str) -> Adapter:
+        existing = self._adapters.get(name)
+        if existing is not None:
+            if existing.path != path:
+                raise errors.AlreadyExists(f"adapter {name!r} is already loaded from {existing.path}", field="name")
+            return existing
+        cfg = read_adapter_config(path)
+        rank = cfg.get("r")
+        if not isinstance(rank, int) or not 1 <= rank <= self.max_lora_rank:
+            raise errors.InvalidArgument(
+                f"path: adapter rank r={rank!r} is outside [1, max_lora_rank={self.max_lora_rank}]", field="path"
+            )
+        modules = cfg.get("target_modules") or ()
+        modules = (modules,) if isinstance(modules, str) else tuple(sorted(str(m) for m in modules))
+        uncovered = sorted(set(trtllm_modules(modules)) - self.target_modules) if self.target_modules else []
+        if uncovered:
+            raise errors.InvalidArgument(
+                f"path: adapter targets {', '.join(uncovered)}, which the server's lora_target_modules "
+                f"({', '.join(sorted(self.target_modules))}) do not include",
+                field="path",
+            )
+        adapter = Adapter(name, path, next(self._ids), rank, float(cfg.get("lora_alpha", rank)), modules)
+        self._adapters[name] = adapter
+        return adapter
+
+    def unload(self, name: str) -> None:
+        if name not in self._adapters:
+            raise errors.NotFound(f"adapter {name!r} is not loaded", field="name")
+        if self._active.get(name):
+            raise errors.FailedPrecondition(
+                f"adapter {name!r} is in use by {self._active[name]} request(s); retry when they finish", field="name"
+            )
+        del self._adapters[name]
+
+    def acquire(self, name: str) -> Adapter:
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            raise errors.NotFound(f"adapter {name!r} is not loaded", field="adapter")
+        if not Path(adapter.path).is_dir():  # LoRARequest would raise ValueError on it
+            raise errors.FailedPrecondition(
+                f"adapter {name!r}: its directory {adapter.path} has disappeared; unload and load it again",
+                field="adapter",
+            )
+        self._active[name] = self._active.get(name, 0) + 1
+        return adapter
+
+    def release(self, name: str) -> None:
+        self._active[name] = self._active.get(name, 1) - 1
+
+    def infos(self) -> list[AdapterInfo]:
+        return [
+            AdapterInfo(
+                name=a.name, path=a.path, model=self.model, rank=a.rank, alpha=a.alpha, target_modules=a.target_modules,
+                residency=Residency.GPU if self._active.get(a.name) else Residency.DISK,
+                active_requests=self._active.get(a.name, 0),
+            )
+            for a in self._adapters.values()
+        ]
+
+    def info(self, adapter: Adapter) -> AdapterInfo:
+        return next(i for i in self.infos() if i.name == adapter.name)
