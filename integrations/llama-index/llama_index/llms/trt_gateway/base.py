@@ -1,0 +1,415 @@
+"""`TrtGateway`: a LlamaIndex LLM over the trt-gateway client.
+
+All eight entry points are native: the sync ones on `GatewayClient`, the async ones on `AsyncGatewayClient` (no
+thread hops, no sync calls on the event loop). Chat sends {"role", "content"} messages and the server applies the
+model's chat template; only a model without one falls back to `messages_to_prompt`. `metadata` comes from the
+server's model info, fetched once. Each decorated entry point calls private helpers, never another decorated one,
+so instrumentation sees one event per call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+    TextBlock,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr, field_validator
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.llm import LLM
+from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.types import Model
+
+from trt_gateway import errors
+from trt_gateway.client import AsyncGatewayClient, Completion, GatewayClient, ModelInfo, StreamChunk
+from trt_gateway.client._convert import GENERATE_KEYWORDS
+
+DEFAULT_TARGET = "localhost:50051"
+# Request fields a call or `additional_kwargs` may set; the prompt and the number of outputs are ours.
+REQUEST_KEYS = frozenset(GENERATE_KEYWORDS - {"text", "messages", "token_ids", "n", "echo", "prompt_token_ids"})
+
+
+PromptOf = Callable[[ModelInfo], dict[str, Any]]
+_Item = tuple[str, str, "dict[str, Any] | None"]  # (text so far, delta, raw on the last item only)
+
+
+@dataclass(frozen=True)
+class _Request:
+    model: str  # the served name (the server's answer when none was asked for)
+    prompt: dict[str, Any]  # {"text": ...} or {"messages": [...]}
+    params: dict[str, Any]
+    timeout: float | None
+
+
+class TrtGateway(LLM):
+    """An LLM served by a trt-gateway.
+
+        from llama_index.llms.trt_gateway import TrtGateway
+
+        llm = TrtGateway(target="localhost:50051", model="demo", max_tokens=128)
+        llm.complete("def fibonacci(n):")
+        llm.chat([ChatMessage(role="user", content="Hello")], adapter="sql-lora")
+
+    Per-call keyword arguments are request fields of the gateway client (`model`, `adapter`, `temperature`,
+    `max_tokens`, `stop`, ...; plus `timeout`) and override the constructor's. Every response's `raw` is a dict with
+    `usage` (prompt_tokens, completion_tokens, total_tokens, cached_tokens, draft_tokens, accepted_tokens),
+    `finish_reason`, `model`, `adapter`; a stream carries it on its last item.
+    """
+
+    target: str = Field(
+        default_factory=lambda: os.environ.get("TRT_GATEWAY_TARGET", DEFAULT_TARGET),
+        description='The gateway\'s "host:port" (default: env TRT_GATEWAY_TARGET, else localhost:50051).',
+    )
+    model: str = Field(default="", description='Served model name; "" is the server\'s default model.')
+    adapter: str | None = Field(default=None, description="LoRA adapter loaded on the server.")
+    temperature: float | None = Field(default=None, description="Sampling temperature (server default if unset).")
+    max_tokens: int | None = Field(
+        default=None, description="Tokens to generate at most (default: the server's, capped at half the context)."
+    )
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = Field(default=None, description="Default stop sequences; per-call `stop` replaces them.")
+    additional_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Further request fields: top_k, min_p, repetition_penalty, speculative..."
+    )
+    context_window: int | None = Field(
+        default=None, description="Override the context window the server reports (e.g. to leave headroom)."
+    )
+    timeout: float | None = Field(default=120.0, description="Seconds for a whole call, retries included.")
+    max_retries: int = Field(default=3, description="Retries of UNAVAILABLE / RESOURCE_EXHAUSTED before output.")
+    api_key: SecretStr | None = Field(
+        default_factory=lambda: SecretStr(k) if (k := os.environ.get("TRT_GATEWAY_API_KEY")) else None,
+        description="Sent as a bearer token (default: env TRT_GATEWAY_API_KEY).",
+    )
+    tls: bool = Field(default=False, description="TLS with the system roots; implied by any certificate option.")
+    root_certificates: str | None = Field(default=None, description="CA bundle: PEM path or text.")
+    client_certificate: str | None = Field(default=None, description="mTLS certificate chain: PEM path or text.")
+    client_key: SecretStr | None = Field(default=None, description="mTLS private key: PEM path or text.")
+    server_name_override: str | None = Field(default=None, description="TLS host name to check instead.")
+
+    _client: GatewayClient | None = PrivateAttr(default=None)
+    _aclient: AsyncGatewayClient | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _infos: dict[str, ModelInfo] = PrivateAttr(default_factory=dict)
+
+    @field_validator("additional_kwargs")
+    @classmethod
+    def _known_request_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - REQUEST_KEYS)
+        if unknown:
+            raise ValueError(f"additional_kwargs: unknown request field(s) {unknown}; known: {sorted(REQUEST_KEYS)}")
+        return value
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TrtGateway"
+
+    # -- clients and model info -------------------------------------------------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "api_key": self.api_key.get_secret_value() if self.api_key else None,
+            "tls": self.tls,
+            "root_certificates": self.root_certificates,
+            "client_certificate": self.client_certificate,
+            "client_key": self.client_key.get_secret_value() if self.client_key else None,
+            "server_name_override": self.server_name_override,
+        }
+
+    @property
+    def client(self) -> GatewayClient:
+        """The blocking gateway client, built on first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = GatewayClient(self.target, **self._client_kwargs())
+            return self._client
+
+    @property
+    def async_client(self) -> AsyncGatewayClient:
+        """The asyncio gateway client; it opens a channel per event loop, on first use in that loop."""
+        with self._lock:
+            if self._aclient is None:
+                self._aclient = AsyncGatewayClient(self.target, **self._client_kwargs())
+            return self._aclient
+
+    def model_info(self, model: str | None = None) -> ModelInfo:
+        """The server's model info (cached per model name)."""
+        key = self.model if model is None else model
+        with self._lock:
+            info = self._infos.get(key)
+        if info is None:
+            info = self.client.model_info(key)
+            with self._lock:
+                self._infos[key] = info
+        return info
+
+    async def amodel_info(self, model: str | None = None) -> ModelInfo:
+        key = self.model if model is None else model
+        with self._lock:
+            info = self._infos.get(key)
+        if info is None:
+            info = await self.async_client.model_info(key)
+            with self._lock:
+                self._infos[key] = info
+        return info
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """From the server's model info: context window, `num_output` (below it), chat template, name."""
+        info = self.model_info()
+        return LLMMetadata(
+            context_window=self._context_window(info),
+            num_output=self._num_output(info),
+            is_chat_model=info.capabilities.chat_template,
+            is_function_calling_model=False,
+            model_name=info.name,
+        )
+
+    def _context_window(self, info: ModelInfo) -> int:
+        return self.context_window or info.max_context_length
+
+    def _num_output(self, info: ModelInfo) -> int:
+        window = self._context_window(info)
+        if self.max_tokens is None:
+            return max(1, min(info.limits.default_max_tokens or window // 2, window // 2))
+        if self.max_tokens >= window:
+            raise ValueError(f"max_tokens ({self.max_tokens}) must be below the context window ({window})")
+        return self.max_tokens
+
+    # -- one call ---------------------------------------------------------------------------------------------------
+
+    def _params(self, info: ModelInfo, kwargs: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+        """Request keyword arguments: instance defaults < additional_kwargs < per call (None removes a default)."""
+        call = dict(kwargs)
+        timeout = call.pop("timeout", None)
+        unknown = sorted(set(call) - REQUEST_KEYS)
+        if unknown:
+            raise TypeError(
+                f"TrtGateway: unexpected keyword argument(s) {unknown}; request fields: {sorted(REQUEST_KEYS)}"
+            )
+        defaults = {
+            "model": self.model or None,
+            "adapter": self.adapter,
+            "temperature": self.temperature,
+            "max_tokens": self._num_output(info),  # what `metadata` promised the prompt helper
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop or None,
+        }
+        params = {**defaults, **self.additional_kwargs, **call}
+        if params.get("stop") == []:
+            params["stop"] = None
+        if "json_schema" in params and "json_schema" not in info.capabilities.guided:
+            raise errors.Unimplemented(
+                f"structured output needs guided decoding by json_schema, and model {info.name!r} on this gateway "
+                f"({info.executor} executor) does not offer it (guided kinds: "
+                f"{', '.join(info.capabilities.guided) or 'none'})",
+                field="json_schema",
+            )
+        return {k: v for k, v in params.items() if v is not None}, timeout
+
+    def _chat_prompt(self, info: ModelInfo, messages: Sequence[ChatMessage]) -> dict[str, Any]:
+        if info.capabilities.chat_template:
+            return {"messages": [_gateway_message(i, m) for i, m in enumerate(messages)]}
+        return {"text": self.messages_to_prompt(messages)}
+
+    def _completion_prompt(self, prompt: str, formatted: bool) -> dict[str, Any]:
+        return {"text": prompt if formatted else self.completion_to_prompt(prompt)}
+
+    # -- shared helpers: one request each --------------------------------------------------------------------------
+    # `prompt_of(info)` builds the prompt keywords (text or messages) once the model's info is known. Everything is
+    # resolved when an entry point is called, so a bad argument fails there, not on the first iteration.
+
+    def _prepare(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> _Request:
+        info = self.model_info(kwargs.get("model") or None)
+        params, timeout = self._params(info, kwargs)
+        return _Request(info.name, prompt_of(info), params, timeout)
+
+    async def _aprepare(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> _Request:
+        info = await self.amodel_info(kwargs.get("model") or None)
+        params, timeout = self._params(info, kwargs)
+        return _Request(info.name, prompt_of(info), params, timeout)
+
+    def _generate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        r = self._prepare(prompt_of, kwargs)
+        done = self.client.generate(**r.prompt, timeout=r.timeout, **r.params)
+        return done.text, _raw(done, r)
+
+    async def _agenerate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        r = await self._aprepare(prompt_of, kwargs)
+        done = await self.async_client.generate(**r.prompt, timeout=r.timeout, **r.params)
+        return done.text, _raw(done, r)
+
+    def _stream(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> Iterator[_Item]:
+        r = self._prepare(prompt_of, kwargs)
+        stream = self.client.stream(**r.prompt, timeout=r.timeout, **r.params)
+
+        def items() -> Iterator[_Item]:
+            text = ""
+            with stream:  # leaving early (break, close) cancels the RPC
+                for chunk in stream:
+                    text += chunk.text
+                    yield text, chunk.text, None if chunk.finish_reason is None else _raw(chunk, r)
+
+        return items()
+
+    async def _astream(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> AsyncIterator[_Item]:
+        r = await self._aprepare(prompt_of, kwargs)
+        stream = self.async_client.stream(**r.prompt, timeout=r.timeout, **r.params)
+
+        async def items() -> AsyncIterator[_Item]:
+            text = ""
+            async with stream:
+                async for chunk in stream:
+                    text += chunk.text
+                    yield text, chunk.text, None if chunk.finish_reason is None else _raw(chunk, r)
+
+        return items()
+
+    # -- the eight entry points -------------------------------------------------------------------------------------
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        text, raw = self._generate(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
+        return CompletionResponse(text=text, raw=raw)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        items = self._stream(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
+
+        def gen() -> CompletionResponseGen:
+            for text, delta, raw in items:
+                yield CompletionResponse(text=text, delta=delta, raw=raw)
+
+        return gen()
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        text, raw = self._generate(lambda info: self._chat_prompt(info, messages), kwargs)
+        return ChatResponse(message=_assistant(text), raw=raw)
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        items = self._stream(lambda info: self._chat_prompt(info, messages), kwargs)
+
+        def gen() -> ChatResponseGen:
+            for text, delta, raw in items:
+                yield ChatResponse(message=_assistant(text), delta=delta, raw=raw)
+
+        return gen()
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        text, raw = await self._agenerate(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
+        return CompletionResponse(text=text, raw=raw)
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        items = await self._astream(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            async for text, delta, raw in items:
+                yield CompletionResponse(text=text, delta=delta, raw=raw)
+
+        return gen()
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        text, raw = await self._agenerate(lambda info: self._chat_prompt(info, messages), kwargs)
+        return ChatResponse(message=_assistant(text), raw=raw)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        items = await self._astream(lambda info: self._chat_prompt(info, messages), kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            async for text, delta, raw in items:
+                yield ChatResponse(message=_assistant(text), delta=delta, raw=raw)
+
+        return gen()
+
+    # -- structured output: guided JSON decoding ----------------------------------------------------------------------
+
+    def _guided(self, info: ModelInfo, output_cls: type[Model], llm_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+        kwargs = {**(llm_kwargs or {}), "json_schema": output_cls.model_json_schema()}
+        self._params(info, {k: v for k, v in kwargs.items() if k in REQUEST_KEYS | {"timeout"}})  # refuses early
+        return kwargs
+
+    def structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        """Like `LLM.structured_predict`, with the output constrained by the server's guided JSON decoding; a server
+        without it refuses with `trt_gateway.errors.Unimplemented`."""
+        kwargs = self._guided(self.model_info((llm_kwargs or {}).get("model")), output_cls, llm_kwargs)
+        return super().structured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
+
+    async def astructured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Model:
+        kwargs = self._guided(await self.amodel_info((llm_kwargs or {}).get("model")), output_cls, llm_kwargs)
+        return await super().astructured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
+
+
+def _gateway_message(i: int, m: ChatMessage) -> dict[str, str]:
+    others = [type(b).__name__ for b in m.blocks if not isinstance(b, TextBlock)]
+    if others:
+        raise ValueError(f"messages[{i}]: the gateway takes text only, not {sorted(set(others))}")
+    role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
+    return {"role": role, "content": m.content or ""}
+
+
+def _assistant(text: str) -> ChatMessage:
+    return ChatMessage(role=MessageRole.ASSISTANT, content=text)
+
+
+def _raw(done: Completion | StreamChunk, r: _Request) -> dict[str, Any]:
+    """The `raw` dict: usage in the keys LlamaIndex's TokenCountingHandler reads, plus the finish metadata."""
+    raw: dict[str, Any] = {
+        "finish_reason": done.finish_reason,
+        "model": r.params.get("model") or r.model,
+        "adapter": r.params.get("adapter"),
+        "request_id": done.request_id,
+        "usage": None,
+    }
+    if done.usage is not None:
+        u = done.usage
+        raw["usage"] = {
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            "cached_tokens": u.cached_tokens,
+            "draft_tokens": u.draft_tokens,
+            "accepted_tokens": u.accepted_tokens,
+        }
+    if done.matched_stop:
+        raw["matched_stop"] = done.matched_stop
+    if done.timings is not None:
+        raw["timings"] = {
+            "queue_time_ms": done.timings.queue_time_ms,
+            "time_to_first_token_ms": done.timings.time_to_first_token_ms,
+            "total_time_ms": done.timings.total_time_ms,
+        }
+    return raw
