@@ -46,7 +46,7 @@ async def one(stub: pb_grpc.GatewayStub, rng: random.Random, i: int, outcomes: d
             asyncio.get_running_loop().call_later(rng.uniform(0, 0.05), lambda: asyncio.ensure_future(
                 stub.Abort(pb.AbortRequest(request_id=f"soak-{i}"))))
         read = 0
-        async for chunk in call:
+        async for _chunk in call:
             read += 1
             if 0.15 <= action < 0.4 and read >= rng.randint(1, 3):
                 call.cancel()  # the client walks away mid-stream

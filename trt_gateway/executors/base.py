@@ -79,5 +79,5 @@ class Executor(abc.ABC):
     def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
         return ()
 
-    def register_metrics(self, registry: Any) -> None:
+    def register_metrics(self, registry: Any) -> None:  # noqa: B027 - an optional hook: most executors have none
         """Add the executor's own Prometheus collectors to the server's registry (a CollectorRegistry)."""
