@@ -151,13 +151,3 @@ def test_priority_runs_first_when_slots_are_scarce(llama):
     engine.add_request(make_request("high", max_tokens=3, priority=10), [7, 8])
     finished = [o.request_id for _ in range(20) for o in engine.step() if o.finished]
     assert finished == ["high", "low"]
-
-
-def test_same_prompt_under_another_adapter_is_not_a_prefix_hit(engine):
-    prompt = list(range(3, 20))
-    engine.add_request(make_request("a", max_tokens=2, adapter="alpha"), prompt)
-    run_until_done(engine)
-    engine.add_request(make_request("b", max_tokens=2, adapter="beta"), prompt)
-    engine.add_request(make_request("c", max_tokens=2, adapter="alpha"), prompt)
-    outs = run_until_done(engine)
-    assert outs["b"][-1].usage.cached_tokens == 0 and outs["c"][-1].usage.cached_tokens == 16

@@ -40,6 +40,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     max_top_logprobs: int = 20  # the most alternatives one position may ask for
     seed: int = 0  # draws the seeds of requests that set none
+    max_loras: int = 0  # LoRA adapter slots in the model (adapters usable in one batch); 0 disables LoRA
+    max_cpu_loras: int = 32  # adapters kept in host memory, slot residents included; must be >= max_loras
+    max_lora_rank: int = 64  # slots are sized for this rank; adapters of a higher rank are refused
 
     def __post_init__(self) -> None:
         base_device = self.device.split(":", 1)[0]
@@ -67,5 +70,13 @@ class EngineConfig:
             )
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise EngineConfigError(f"must be >= 1, got {self.num_kv_blocks}", field="num_kv_blocks")
+        if self.max_loras < 0:
+            raise EngineConfigError(f"must be >= 0 (0 disables LoRA), got {self.max_loras}", field="max_loras")
+        if self.max_loras and self.max_cpu_loras < self.max_loras:
+            raise EngineConfigError(
+                f"must be >= max_loras ({self.max_loras}), got {self.max_cpu_loras}", field="max_cpu_loras"
+            )
+        if self.max_lora_rank < 1:
+            raise EngineConfigError(f"must be >= 1, got {self.max_lora_rank}", field="max_lora_rank")
         if self.max_top_logprobs < 0:
             raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")

@@ -5,6 +5,9 @@ computes them and samples, `scheduler.postprocess()` appends tokens, checks stop
 sequences' blocks. Text (detokenisation, stop strings, chat templates) is layered on top by the caller, which ends a
 sequence early with `finish(request_id, FinishReason.STOP_STRING)`.
 
+LoRA (`max_loras > 0`): adapters live in `self.lora` (a `LoraRegistry`, safe to call from other threads). A request
+naming one holds it (`LoraRef`) from `add_request` until it finishes; the scheduler gives it a slot while it runs.
+
 Threading: one thread drives `add_request` and `step`. `abort` and `finish` may be called from any thread: they
 only enqueue, and the next `step()` applies them first, freeing the KV blocks before it schedules anything.
 """
@@ -24,6 +27,8 @@ from trt_gateway.engine.block_manager import BlockManager
 from trt_gateway.engine.config import EngineConfig, EngineConfigError
 from trt_gateway.engine.kv_cache import num_kv_blocks
 from trt_gateway.engine.loader import load_model, resolve_device, resolve_dtype
+from trt_gateway.engine.lora.batched import LoraSlots
+from trt_gateway.engine.lora.registry import LoraRef, LoraRegistry
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.model_runner import ModelRunner
 from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput
@@ -60,6 +65,7 @@ class LLMEngine:
         self.dtype = resolve_dtype(config, self.model_config, self.device)
         self.max_model_len = _max_model_len(config, self.model_config)
         model = load_model(config.model, self.model_config, self.device, self.dtype, self.max_model_len)
+        self.lora = self._lora_registry(model)  # before sizing the KV cache: slots take device memory
         num_blocks = num_kv_blocks(config, self.model_config, self.device, self.dtype, self.max_model_len)
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
@@ -67,6 +73,7 @@ class LLMEngine:
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens,
             max_model_len=self.max_model_len,
+            lora=self.lora,
         )
         self.model_runner = ModelRunner(config, self.model_config, model, num_blocks, self.device, self.dtype)
         self._seqs: dict[str, Sequence] = {}
@@ -119,10 +126,13 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             max_top_logprobs=self.config.max_top_logprobs,
         )
+        lora = self._acquire_adapter(request.adapter)
         seed = request.sampling.seed if request.sampling.seed is not None else self._rng.getrandbits(63)
         seq = Sequence(
             request, list(prompt_token_ids), arrival_index=self._arrivals, eos_token_ids=self.eos_token_ids, seed=seed
         )
+        if lora is not None:
+            seq.lora, seq.cache_salt = lora, lora.cache_salt
         self._arrivals += 1
         self._seqs[request.request_id] = seq
         self.scheduler.add(seq)
@@ -148,17 +158,18 @@ class LLMEngine:
         for seq in self.scheduler.postprocess(scheduled, sampled):
             outputs.append(self._output(seq, num_new=1))
             if seq.is_finished:
-                del self._seqs[seq.request_id]
+                self._retire(seq)
         return outputs
 
     def _apply_pending(self) -> list[StepOutput]:
         outputs = []
         while self._pending:
             request_id, reason = self._pending.popleft()
-            seq = self._seqs.pop(request_id, None)
+            seq = self._seqs.get(request_id)
             if seq is None:
                 continue  # already finished, or never known: nothing to free
             self.scheduler.finish(seq, reason)
+            self._retire(seq)
             outputs.append(self._output(seq, num_new=0))
         return outputs
 
@@ -175,10 +186,39 @@ class LLMEngine:
             if seq.is_finished:
                 continue
             self.scheduler.finish(seq, FinishReason.ERROR)
-            self._seqs.pop(seq.request_id, None)
+            self._retire(seq)
             error = errors.ResourceExhausted(f"out of device memory: {exc}", retry_after_s=1.0)
             outputs.append(self._output(seq, num_new=0, error=error))
         return outputs
+
+    def _retire(self, seq: Sequence) -> None:
+        """A finished sequence leaves the engine: forget it and let go of its adapter."""
+        self._seqs.pop(seq.request_id, None)
+        if seq.lora is not None:
+            seq.lora.release()
+
+    # -- LoRA -----------------------------------------------------------------------------------------------------
+    def _lora_registry(self, model: torch.nn.Module) -> LoraRegistry | None:
+        c = self.config
+        if not c.max_loras:
+            return None
+        slots = LoraSlots(model, c.max_loras, c.max_lora_rank, self.dtype, self.device)
+        logger.info("LoRA: %d slots of rank %d (%.1f MiB)", c.max_loras, c.max_lora_rank, slots.nbytes / 2**20)
+        return LoraRegistry(
+            max_loras=c.max_loras,
+            max_cpu_loras=c.max_cpu_loras,
+            max_rank=c.max_lora_rank,
+            modules=slots.module_shapes,
+            write_slot=slots.write,
+        )
+
+    def _acquire_adapter(self, name: str | None) -> LoraRef | None:
+        """Hold the request's adapter (may read it from disk: callers on an event loop pre-acquire in a thread)."""
+        if name is None:
+            return None
+        if self.lora is None:
+            raise errors.NotFound(f"adapter {name!r} is not loaded: this engine has no LoRA slots", field="adapter")
+        return self.lora.acquire(name)
 
     def _output(self, seq: Sequence, num_new: int, error: errors.GatewayError | None = None) -> StepOutput:
         new_ids = tuple(seq.token_ids[seq.num_tokens - num_new :]) if num_new else ()

@@ -1,7 +1,7 @@
 """Turns a scheduled step into one forward pass over the flattened batch, then samples.
 
 1. lay the step's tokens out on one axis: decodes first (one token each, the vectorised attention path), then
-   prefill chunks; record each token's position and KV slot;
+   prefill chunks; record each token's position, KV slot and LoRA slot (the adapter slot of its sequence, 0 = none);
 2. run the model, keep the hidden state of the last token of every sequence that samples, project those to logits;
 3. sample on the device and bring ids (and logprobs) to the host in one transfer.
 """
@@ -15,6 +15,7 @@ import torch
 from trt_gateway.engine.config import EngineConfig
 from trt_gateway.engine.kv_cache import allocate_kv_cache
 from trt_gateway.engine.layers.attention import AttentionMetadata, PrefillSpan
+from trt_gateway.engine.lora.batched import LoraBatch
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.models.llama import LlamaForCausalLM
 from trt_gateway.engine.sampler import Sampler, SamplerOutput
@@ -30,6 +31,7 @@ class ModelInput:
     meta: AttentionMetadata
     sample_rows: torch.Tensor  # [S] int64: index in T of the last token of each sampling sequence
     sampling: tuple[ScheduledSeq, ...]  # the S sampling sequences, in sample_rows order
+    lora: LoraBatch | None = None  # per-token adapter slots; None when no token in the step has an adapter
 
 
 class ModelRunner:
@@ -56,7 +58,7 @@ class ModelRunner:
     def run(self, step: SchedulerOutput) -> dict[int, SampledToken]:
         """Compute the step's tokens; return the sampled token of each sequence that samples, by seq_id."""
         inputs = self.prepare(step.scheduled)
-        hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta)  # [T, hidden]
+        hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta, inputs.lora)  # [T, hidden]
         if not inputs.sampling:
             return {}
         logits = self.model.compute_logits(hidden[inputs.sample_rows])  # [S, V] float32
@@ -74,6 +76,8 @@ class ModelRunner:
         sample_rows: list[int] = []
         sampling: list[ScheduledSeq] = []
         spans: list[PrefillSpan] = []
+        lora_slots: list[int] = []
+        lora_ranks: dict[int, int] = {}
         for item in decodes + prefills:
             seq, start, n = item.seq, item.start, item.num_new_tokens
             first = len(input_ids)
@@ -81,6 +85,9 @@ class ModelRunner:
             input_ids.extend(seq.token_ids[start : start + n])
             positions.extend(range(start, start + n))
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            lora_slots.extend([seq.lora_slot] * n)
+            if seq.lora_slot and seq.lora is not None:
+                lora_ranks[seq.lora_slot] = seq.lora.rank
             if n > 1:
                 blocks = (
                     torch.tensor(table[: -(-(start + n) // bs)], dtype=torch.int64, device=self.device)
@@ -104,7 +111,12 @@ class ModelRunner:
             prefills=tuple(spans),
         )
         return ModelInput(
-            self._tensor(input_ids), self._tensor(positions), meta, self._tensor(sample_rows), tuple(sampling)
+            self._tensor(input_ids),
+            self._tensor(positions),
+            meta,
+            self._tensor(sample_rows),
+            tuple(sampling),
+            LoraBatch.build(lora_slots, lora_ranks, self.device),
         )
 
     def _tensor(self, values: list) -> torch.Tensor:

@@ -10,7 +10,9 @@ A step:
    is left, the sequence preempts itself.
 2. If nothing was preempted, waiting sequences (priority order, then arrival) are admitted while there is budget,
    a free slot under `max_num_seqs` and KV room; their prefix-cache hits count as already computed. The queue head
-   blocks the rest, so a long prompt is never starved by a stream of short ones.
+   blocks the rest, so a long prompt is never starved by a stream of short ones. A sequence with a LoRA adapter
+   also needs an engine slot for it (its own adapter's, a free one, or one no running sequence uses): the adapters
+   of the running batch never exceed max_loras, and a running sequence's slot is pinned until it stops running.
 
 `postprocess` then advances each sequence by the tokens computed, publishes full blocks in the prefix cache and
 appends the sampled tokens; finished sequences release their blocks immediately.
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from trt_gateway.engine.block_manager import BlockManager
+from trt_gateway.engine.lora.registry import LoraRegistry
 from trt_gateway.engine.sequence import SampledToken, Sequence, SequenceStatus
 from trt_gateway.types import FinishReason
 
@@ -57,9 +60,16 @@ class SchedulerOutput:
 
 class Scheduler:
     def __init__(
-        self, block_manager: BlockManager, *, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int
+        self,
+        block_manager: BlockManager,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        lora: LoraRegistry | None = None,
     ) -> None:
         self.block_manager = block_manager
+        self.lora = lora
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
@@ -106,10 +116,12 @@ class Scheduler:
             seq = self.waiting[0]
             hits = bm.match_prefix(seq)
             num_new = min(seq.num_tokens - len(hits) * bm.block_size, budget)
-            if not bm.can_allocate(seq, hits, num_new):
+            if not bm.can_allocate(seq, hits, num_new) or not self._can_take_slot(seq):
                 break
             self.waiting.pop(0)
             bm.allocate(seq, hits, num_new)
+            if seq.lora is not None and self.lora is not None:
+                seq.lora_slot = self.lora.take_slot(seq.lora)
             if seq.first_scheduled_time is None:
                 seq.first_scheduled_time = time.monotonic()
                 seq.num_cached_tokens = seq.num_computed_tokens
@@ -145,6 +157,7 @@ class Scheduler:
             return
         if seq.status is SequenceStatus.RUNNING:
             self.running.remove(seq)
+            self._release_slot(seq)
         else:
             self.waiting.remove(seq)
         self.block_manager.deallocate(seq)
@@ -153,11 +166,20 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.deallocate(seq)
+        self._release_slot(seq)
         seq.num_computed_tokens = 0
         seq.num_preemptions += 1
         seq.status = SequenceStatus.WAITING
         # Keeping its original arrival index puts it ahead of everything that arrived later at its priority.
         bisect.insort(self.waiting, seq, key=_key)
+
+    def _can_take_slot(self, seq: Sequence) -> bool:
+        return seq.lora is None or self.lora is None or self.lora.can_take_slot(seq.lora)
+
+    def _release_slot(self, seq: Sequence) -> None:
+        if seq.lora_slot and seq.lora is not None and self.lora is not None:
+            self.lora.release_slot(seq.lora)
+        seq.lora_slot = 0
 
 
 def _key(seq: Sequence) -> tuple[int, int]:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from trt_gateway.types import FinishReason, GenerateRequest, Usage
+
+if TYPE_CHECKING:
+    from trt_gateway.engine.lora.registry import LoraRef
 
 
 class SequenceStatus(enum.Enum):
@@ -54,7 +58,9 @@ class Sequence:
         self.finish_reason: FinishReason | None = None
         self.matched_stop_token_id: int | None = None
         self.seed = seed
-        self.cache_salt = request.adapter  # different adapters must never share KV
+        self.cache_salt = request.adapter  # different adapters must never share KV (the engine refines it per load)
+        self.lora: LoraRef | None = None  # the request's hold on its adapter, released when the sequence retires
+        self.lora_slot = 0  # the engine slot of its adapter while RUNNING; 0 = none
         self.arrival_time = time.monotonic()
         self.first_scheduled_time: float | None = None
         self.num_preemptions = 0

@@ -5,39 +5,60 @@ worth a thread); everything per step happens in the engine thread (`engine/async
 
 Options (`--option KEY=VALUE` or `[executor.options]`) are `EngineConfig` fields: device, dtype, max_model_len,
 max_num_seqs, max_num_batched_tokens, block_size, kv_cache_bytes, gpu_memory_utilization, num_kv_blocks,
-enable_prefix_caching, max_top_logprobs, seed.
+enable_prefix_caching, max_top_logprobs, seed. LoRA sizes come from `[executor.lora]` instead.
+
+LoRA is on when adapter roots are configured (adapters can only be loaded from under one): the engine then has
+`max_loras` slots of rank `max_lora_rank`. Adapter files are read in a worker thread, never on the event loop nor in
+the engine thread: `generate` pins the request's adapter (reading it from disk if it was evicted) before handing the
+request to the engine, and releases that pin when the stream ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from trt_gateway import __version__, errors
-from trt_gateway.config import ConfigError, ExecutorConfig
+from trt_gateway.config import ConfigError, ExecutorConfig, LoraConfig
 from trt_gateway.executors.base import Executor, Health
-from trt_gateway.types import Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
+from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "assets" / "demo" / "target"
 DEMO_NAME = "demo"
+_LORA_OPTIONS = ("max_loras", "max_cpu_loras", "max_lora_rank")  # set through LoraConfig, not options
 
 
 class NativeExecutor(Executor):
     name = "native"
 
-    def __init__(self, model: str | Path, *, served_name: str = "", options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        served_name: str = "",
+        options: Mapping[str, Any] | None = None,
+        lora: LoraConfig | None = None,
+    ) -> None:
         # Imported here so that `import trt_gateway.executors.native` (the registry, --help) does not load torch.
         from trt_gateway.engine.config import EngineConfig, EngineConfigError
 
         self.model_path = Path(model)
-        known = {f.name for f in dataclasses.fields(EngineConfig)} - {"model"}
+        known = {f.name for f in dataclasses.fields(EngineConfig)} - {"model", *_LORA_OPTIONS}
         unknown = sorted(set(options or {}) - known)
         if unknown:
             raise ConfigError(f"executor.options: unknown native option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        lora = lora or LoraConfig()
         try:
-            self.engine_config = EngineConfig(model=str(self.model_path), **dict(options or {}))
+            self.engine_config = EngineConfig(
+                model=str(self.model_path),
+                **dict(options or {}),
+                max_loras=lora.max_loras if lora.adapter_roots else 0,
+                max_cpu_loras=lora.max_cpu_loras,
+                max_lora_rank=lora.max_lora_rank,
+            )
         except (EngineConfigError, TypeError) as exc:
             raise ConfigError(f"executor.options: {exc}") from exc
         self.served_name = served_name or (DEMO_NAME if self.model_path == DEMO_MODEL else self.model_path.name)
@@ -49,11 +70,9 @@ class NativeExecutor(Executor):
 
     @classmethod
     def from_config(cls, config: ExecutorConfig) -> NativeExecutor:
-        if config.lora.adapters:
-            raise ConfigError("executor.lora.adapters: the native executor does not support LoRA adapters yet")
         if config.speculative.mode:
             raise ConfigError("executor.speculative.mode: the native executor does not support speculative decoding yet")
-        return cls(config.model or DEMO_MODEL, served_name=config.served_name, options=config.options)
+        return cls(config.model or DEMO_MODEL, served_name=config.served_name, options=config.options, lora=config.lora)
 
     async def start(self) -> None:
         from tokenizers import Tokenizer
@@ -84,6 +103,9 @@ class NativeExecutor(Executor):
                 logprobs=True,
                 max_top_logprobs=self.engine_config.max_top_logprobs,
                 chat_template=self._template.available,
+                lora=engine.lora is not None,
+                max_lora_rank=self.engine_config.max_lora_rank if engine.lora is not None else 0,
+                max_loras=self.engine_config.max_loras,
             ),
         )
         self._health = Health.SERVING
@@ -129,8 +151,47 @@ class NativeExecutor(Executor):
             ids = self._render(prompt.messages)
         else:
             ids = self._encode(prompt.text or "", True)
-        async for delta in self._async_engine.generate(request, ids):
-            yield delta
+        # Pin the adapter first, in a thread: an evicted adapter is read from disk here, not in the engine thread.
+        ref = await self._pin_adapter(request.adapter) if request.adapter else None
+        try:
+            async for delta in self._async_engine.generate(request, ids):
+                yield delta
+        finally:
+            if ref is not None:
+                ref.release()
+
+    # -- adapters -------------------------------------------------------------------------------------------------
+    def _lora(self) -> Any:
+        registry = self._async_engine.engine.lora if self._async_engine is not None else None
+        if registry is None:
+            raise errors.FailedPrecondition(
+                "LoRA is off: the server was started without adapter roots (--adapter-root)", field="adapter"
+            )
+        return registry
+
+    async def _pin_adapter(self, name: str) -> Any:
+        """The adapter's LoraRef. If the caller is cancelled mid-read, the ref is released when the read ends."""
+        acquiring = asyncio.ensure_future(asyncio.to_thread(self._lora().acquire, name))
+        try:
+            return await asyncio.shield(acquiring)
+        except asyncio.CancelledError:
+            acquiring.add_done_callback(_release_result)
+            raise
+
+    def _with_model(self, info: AdapterInfo) -> AdapterInfo:
+        return dataclasses.replace(info, model=self.served_name)
+
+    async def load_adapter(self, model: str, name: str, path: str) -> AdapterInfo:
+        self._check_model(model)
+        return self._with_model(await asyncio.to_thread(self._lora().register, name, path))
+
+    async def unload_adapter(self, model: str, name: str) -> None:
+        self._check_model(model)
+        self._lora().unregister(name)
+
+    def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
+        self._check_model(model)
+        return [self._with_model(a) for a in self._lora().list()]
 
     async def abort(self, request_id: str) -> bool:
         return bool(self._async_engine is not None and await self._async_engine.abort(request_id))
@@ -139,3 +200,8 @@ class NativeExecutor(Executor):
         if self._async_engine is not None:
             await self._async_engine.shutdown()
         self._health = Health.STARTING
+
+
+def _release_result(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        done.result().release()

@@ -32,6 +32,18 @@ class Metrics:
         self.completion_tokens = Counter(
             "trt_gateway_completion_tokens", "Tokens generated.", ("model",), registry=r
         )
+        # Per LoRA adapter ("" = the base model), counted when an output finishes. Names are bounded by the adapters
+        # an operator loads: a request naming an unknown adapter fails before it could be counted.
+        self.adapter_requests = Counter(
+            "trt_gateway_adapter_requests", "Finished outputs by LoRA adapter.", ("model", "adapter"), registry=r
+        )
+        self.adapter_prompt_tokens = Counter(
+            "trt_gateway_adapter_prompt_tokens", "Prompt tokens by LoRA adapter.", ("model", "adapter"), registry=r
+        )
+        self.adapter_completion_tokens = Counter(
+            "trt_gateway_adapter_completion_tokens", "Generated tokens by LoRA adapter.", ("model", "adapter"),
+            registry=r,
+        )
         self.queue_depth = Gauge("trt_gateway_queue_depth", "Requests waiting for admission.", registry=r)
         self.inflight = Gauge("trt_gateway_inflight_requests", "Requests admitted to the executor.", registry=r)
         self.active_streams = Gauge("trt_gateway_active_streams", "Open Generate/GenerateStream RPCs.", registry=r)

@@ -83,7 +83,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             queue_time_ms=queue_s * 1e3, time_to_first_token_ms=ttft * 1e3, total_time_ms=(now - progress.arrived) * 1e3
         )
 
-    def _observe(self, model: str, progress: generation.Progress, delta: TokenDelta, last: list[float], i: int) -> None:
+    def _observe(
+        self, model: str, progress: generation.Progress, delta: TokenDelta, last: list[float], i: int, adapter: str
+    ) -> None:
         now = time.monotonic()
         k = len(delta.token_ids)
         if k:
@@ -96,6 +98,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         if delta.finish is not None:
             self.metrics.prompt_tokens.labels(model).inc(delta.finish.usage.prompt_tokens)
             self.metrics.completion_tokens.labels(model).inc(delta.finish.usage.completion_tokens)
+            self.metrics.adapter_requests.labels(model, adapter).inc()
+            self.metrics.adapter_prompt_tokens.labels(model, adapter).inc(delta.finish.usage.prompt_tokens)
+            self.metrics.adapter_completion_tokens.labels(model, adapter).inc(delta.finish.usage.completion_tokens)
 
     @boundary.stream("GenerateStream")
     async def GenerateStream(
@@ -115,7 +120,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     if isinstance(delta, generation.Queued):
                         chunk = pb.GenerateStreamResponse(request_id=rid, queue_position=delta.position)
                     else:
-                        self._observe(info.name, progress, delta, last, index)
+                        self._observe(info.name, progress, delta, last, index, request.adapter)
                         tokens[index] += len(delta.token_ids)
                         chunk = convert.stream_chunk(rid, index, delta, request.adapter)
                         if delta.finish is not None:
@@ -172,7 +177,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                 async for index, delta in deltas:
                     if isinstance(delta, generation.Queued):
                         continue  # queue positions are for streams only
-                    self._observe(info.name, progress, delta, last, index)
+                    self._observe(info.name, progress, delta, last, index, request.adapter)
                     per_output[index].append(delta)
                     prompt = prompt or delta.prompt
         finally:

@@ -2,10 +2,10 @@
 
 Module and parameter names mirror HF's `LlamaForCausalLM` (`model.layers.0.self_attn.q_proj.weight`, ...), so a
 checkpoint's state dict loads with `load_state_dict(assign=True)` and no renaming. Every projection is a
-`layers.linear.Linear`, the hook a later multi-LoRA layer wraps.
+`layers.linear.Linear`, the multi-LoRA hook.
 
 Tokens of all sequences in a step are concatenated along one axis T; `positions` [T] and `AttentionMetadata` say
-which sequence and position each token is.
+which sequence and position each token is, and the optional `LoraBatch` which adapter slot (None: no token has one).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from trt_gateway.engine.layers.attention import Attention, AttentionMetadata
 from trt_gateway.engine.layers.linear import Linear
 from trt_gateway.engine.layers.norm import RMSNorm
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
+from trt_gateway.engine.lora.batched import LoraBatch
 from trt_gateway.engine.model_config import ModelConfig
 
 
@@ -37,15 +38,17 @@ class LlamaAttention(nn.Module):
         # is not part of the state dict the checkpoint must provide.
         self.rotary = rotary
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata, lora: LoraBatch | None = None
+    ) -> torch.Tensor:
         """positions: [T]; x: [T, hidden] -> [T, hidden]"""
         tokens = x.shape[0]
-        q = self.q_proj(x).view(tokens, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
+        q = self.q_proj(x, lora).view(tokens, self.num_heads, self.head_dim)
+        k = self.k_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
         q, k = self.rotary(positions, q, k)
         out = self.attn(q, k, v, meta)  # [T, H, D]
-        return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+        return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim), lora)
 
 
 class LlamaMLP(nn.Module):
@@ -55,9 +58,9 @@ class LlamaMLP(nn.Module):
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lora: LoraBatch | None = None) -> torch.Tensor:
         """x: [T, hidden] -> [T, hidden]"""
-        return self.down_proj(silu_and_mul(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(silu_and_mul(self.gate_proj(x, lora), self.up_proj(x, lora)), lora)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -68,9 +71,11 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = LlamaMLP(cfg)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x), meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(
+        self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata, lora: LoraBatch | None = None
+    ) -> torch.Tensor:
+        x = x + self.self_attn(positions, self.input_layernorm(x), meta, lora)
+        return x + self.mlp(self.post_attention_layernorm(x), lora)
 
 
 class LlamaModel(nn.Module):
@@ -81,11 +86,13 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata, lora: LoraBatch | None = None
+    ) -> torch.Tensor:
         """input_ids, positions: [T] -> hidden states [T, hidden] (after the final norm)"""
         x = self.embed_tokens(input_ids)
         for layer in self.layers:
-            x = layer(positions, x, meta)
+            x = layer(positions, x, meta, lora)
         return self.norm(x)
 
 
@@ -97,8 +104,10 @@ class LlamaForCausalLM(nn.Module):
         # With tied embeddings the loader points lm_head.weight at embed_tokens.weight after loading.
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        return self.model(input_ids, positions, meta)
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata, lora: LoraBatch | None = None
+    ) -> torch.Tensor:
+        return self.model(input_ids, positions, meta, lora)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, hidden] (only the rows that sample) -> logits [N, vocab] in float32."""
