@@ -127,15 +127,32 @@ async def test_prompt_over_the_context_window_is_invalid_argument(stub) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_client_cancel_frees_every_kv_block(server, stub) -> None:
+async def test_client_cancel_frees_every_kv_block_within_one_engine_step(server, stub) -> None:
     engine = engine_of(server)
     total = engine.num_total_blocks
+    steps, aborted_at, freed_at = [0], [], []
+    real_step, real_abort = engine.step, engine.abort
+
+    def counting_step():  # noqa: ANN202
+        out = real_step()
+        steps[0] += 1
+        if aborted_at and not freed_at and engine.num_free_blocks == total:
+            freed_at.append(steps[0])
+        return out
+
+    def recording_abort(request_id: str) -> None:
+        aborted_at.append(steps[0])  # the abort reaches the engine now; the next step must free the blocks
+        real_abort(request_id)
+
+    engine.step, engine.abort = counting_step, recording_abort
     call = stub.GenerateStream(greedy(PROMPTS[0], max_tokens=200))
     async for _ in call:
         break
     assert engine.num_free_blocks < total
     call.cancel()
-    assert await poll(lambda: engine.num_free_blocks == total and not engine.has_unfinished())
+    assert await poll(lambda: bool(freed_at))
+    assert freed_at[0] - aborted_at[0] <= 1, (aborted_at, freed_at)
+    assert not engine.has_unfinished()
 
 
 async def test_abort_rpc_ends_stream_cancelled_and_frees_blocks(server, stub) -> None:
