@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.language_models import LangSmithParams
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
@@ -212,6 +213,15 @@ class GatewayFields(BaseModel):
                 if chunk.index != 0:
                     continue
                 yield _piece(chunk, name, call)
+
+    def _ls_params(self, stop: list[str] | None, kwargs: dict[str, Any], model_type: str) -> LangSmithParams:
+        """LangSmith's standard params for one call (`_get_ls_params` of both classes)."""
+        call = self._resolve(stop, kwargs)
+        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=call.model or "default", ls_model_type=model_type)
+        for key in ("temperature", "max_tokens", "stop"):
+            if key in call.params:
+                params[f"ls_{key}"] = call.params[key]  # type: ignore[literal-required]
+        return params
 
     def _identifying(self) -> dict[str, Any]:
         return {

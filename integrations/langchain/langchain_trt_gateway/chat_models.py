@@ -22,7 +22,6 @@ from pydantic import BaseModel, model_validator
 from trt_gateway.client import Completion
 
 from langchain_trt_gateway._common import (
-    PROVIDER,
     GatewayFields,
     Piece,
     ResolvedCall,
@@ -83,15 +82,7 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         return self._identifying()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        call = self._resolve(stop, kwargs)
-        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=call.model or "default", ls_model_type="chat")
-        if "temperature" in call.params:
-            params["ls_temperature"] = call.params["temperature"]
-        if "max_tokens" in call.params:
-            params["ls_max_tokens"] = call.params["max_tokens"]
-        if "stop" in call.params:
-            params["ls_stop"] = call.params["stop"]
-        return params
+        return self._ls_params(stop, kwargs, "chat")
 
     # -- generation -----------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import model_validator
 from trt_gateway.client import Completion, Usage
 
-from langchain_trt_gateway._common import PROVIDER, GatewayFields, Piece, ResolvedCall, finish_metadata, token_usage
+from langchain_trt_gateway._common import GatewayFields, Piece, ResolvedCall, finish_metadata, token_usage
 from langchain_trt_gateway._version import __version__
 
 MAX_CONCURRENCY = 16  # threads a sync batch uses at most; the server's admission queue does the real limiting
@@ -47,15 +47,7 @@ class TrtGatewayLLM(GatewayFields, BaseLLM):
         return self._identifying()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        call = self._resolve(stop, kwargs)
-        params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=call.model or "default", ls_model_type="llm")
-        if "temperature" in call.params:
-            params["ls_temperature"] = call.params["temperature"]
-        if "max_tokens" in call.params:
-            params["ls_max_tokens"] = call.params["max_tokens"]
-        if "stop" in call.params:
-            params["ls_stop"] = call.params["stop"]
-        return params
+        return self._ls_params(stop, kwargs, "llm")
 
     # -- generation: every prompt of a batch is its own request, all in flight at once ------------------------------
 
