@@ -54,6 +54,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--speculative", choices=("ngram", "draft"), help="speculative decoding mode")
     p.add_argument("--draft-model", help="draft checkpoint directory for --speculative draft")
     p.add_argument("--num-draft-tokens", type=int, help="speculative tokens per step")
+    p.add_argument(
+        "--speculative-max-batch", type=int, help="draft only while at most this many sequences run (default 8)"
+    )
     p.add_argument("--max-inflight", type=int, help="requests handed to the executor at once")
     p.add_argument("--max-queued", type=int, help="requests waiting beyond that before RESOURCE_EXHAUSTED")
     p.add_argument("--max-queued-tokens", type=int, help="tokens the waiting requests may need, at most")
@@ -103,6 +106,7 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     put(spec, "mode", args.speculative)
     put(spec, "draft_model", args.draft_model)
     put(spec, "num_draft_tokens", args.num_draft_tokens)
+    put(spec, "max_batch", args.speculative_max_batch)
     put(admission, "max_inflight", args.max_inflight)
     put(admission, "max_queued", args.max_queued)
     put(admission, "max_queued_tokens", args.max_queued_tokens)

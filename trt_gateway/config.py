@@ -121,6 +121,7 @@ class SpeculativeConfig:
     mode: str = ""  # "" (off), "ngram" or "draft"
     draft_model: str = ""  # checkpoint directory, for mode "draft"
     num_draft_tokens: int = 4
+    max_batch: int = 8  # draft only while at most this many sequences run (0: never); a full batch gains nothing
 
     def validate(self, where: str) -> None:
         if self.mode not in ("", "ngram", "draft"):
@@ -129,6 +130,8 @@ class SpeculativeConfig:
             raise ConfigError(f"{where}.draft_model is required when mode is 'draft' (--draft-model)")
         if not 1 <= self.num_draft_tokens <= 16:
             raise ConfigError(f"{where}.num_draft_tokens must be in [1, 16], got {self.num_draft_tokens}")
+        if self.max_batch < 0:
+            raise ConfigError(f"{where}.max_batch must be >= 0 (0: never draft), got {self.max_batch}")
 
 
 @dataclass(frozen=True)

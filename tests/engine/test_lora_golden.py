@@ -84,7 +84,7 @@ def record_logits(engine) -> dict[str, list[torch.Tensor]]:
 
     def spy_prepare(scheduled):
         inputs = prepare(scheduled)
-        order[:] = [item.seq.request_id for item in inputs.sampling]
+        order[:] = [item.seq.request_id for item in scheduled if item.samples]
         return inputs
 
     def spy_compute(hidden):

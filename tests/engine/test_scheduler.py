@@ -37,7 +37,7 @@ class Harness:
 
     def step(self) -> SchedulerOutput:
         out = self.sched.schedule()
-        sampled = {s.seq.seq_id: SampledToken(7) for s in out.scheduled if s.samples}
+        sampled = {s.seq.seq_id: (SampledToken(7),) for s in out.scheduled if s.samples}
         self.sched.postprocess(out, sampled)
         return out
 

@@ -15,6 +15,7 @@ Failure model (vLLM v1's): an exception from `step()` kills the engine. Every wa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -197,11 +198,24 @@ class AsyncEngine:
             return out.error
         request = state.request
         ids = out.new_token_ids
+        usage = out.usage
         # The token that ended the sequence (EOS / a stop token id) is text only with include_stop.
         text_ids = ids
         if out.matched_stop_token_id is not None and not request.stopping.include_stop and ids:
             text_ids = ids[:-1]
-        text = state.stop.push(state.detok.push(text_ids)) if text_ids else ""
+        if len(text_ids) > 1 and request.stopping.stop:
+            # Several tokens at once (accepted drafts): feed them one by one so that a stop string ends the output
+            # at the token that completed it; the engine computed the rest, the caller never sees them.
+            text = ""
+            for i in range(len(text_ids)):
+                text += state.stop.push(state.detok.push(text_ids[i : i + 1]))
+                if state.stop.matched is not None:
+                    dropped = len(ids) - (i + 1)
+                    ids = ids[: i + 1]
+                    usage = dataclasses.replace(usage, completion_tokens=usage.completion_tokens - dropped)
+                    break
+        else:
+            text = state.stop.push(state.detok.push(text_ids)) if text_ids else ""
         reason = out.finish_reason
         if reason is not None and state.stop.matched is None:
             # Finished for another reason: release held bytes and text (the tail itself may complete a stop).
@@ -212,13 +226,13 @@ class AsyncEngine:
             if reason is None:
                 engine.finish(request.request_id, FinishReason.STOP_STRING)  # applied before the next step runs
             reason = FinishReason.STOP_STRING
-        logprobs = self._logprobs(out) if request.response.logprobs else ()
+        logprobs = self._logprobs(out)[: len(ids)] if request.response.logprobs else ()
         if reason is None:
             return TokenDelta(text=text, token_ids=ids, logprobs=logprobs) if ids else None
         state.done = True
         finish = Finish(
             reason=reason,
-            usage=out.usage,
+            usage=usage,
             matched_stop=matched or "",
             matched_stop_token_id=out.matched_stop_token_id if reason is FinishReason.STOP_TOKEN else None,
             queue_time_s=out.queue_time_s,

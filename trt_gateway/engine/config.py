@@ -14,6 +14,7 @@ MiB = 1 << 20
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SPECULATIVE_MODES = ("", "ngram", "draft")
 
 
 class EngineConfigError(ValueError):
@@ -43,6 +44,12 @@ class EngineConfig:
     max_loras: int = 0  # LoRA adapter slots in the model (adapters usable in one batch); 0 disables LoRA
     max_cpu_loras: int = 32  # adapters kept in host memory, slot residents included; must be >= max_loras
     max_lora_rank: int = 64  # slots are sized for this rank; adapters of a higher rank are refused
+    speculative_mode: str = ""  # "" (off), "ngram" (prompt lookup) or "draft" (a small model, `draft_model`)
+    draft_model: str | None = None  # checkpoint directory of the draft model; must share the target's vocabulary
+    num_draft_tokens: int = 4  # tokens proposed per step and sequence (requests may lower it)
+    speculative_max_batch: int = 8  # no drafting while more sequences than this run: a full batch is compute-bound
+    ngram_max: int = 4  # prompt lookup matches the last ngram_max .. ngram_min tokens, longest first
+    ngram_min: int = 2
 
     def __post_init__(self) -> None:
         base_device = self.device.split(":", 1)[0]
@@ -78,5 +85,24 @@ class EngineConfig:
             )
         if self.max_lora_rank < 1:
             raise EngineConfigError(f"must be >= 1, got {self.max_lora_rank}", field="max_lora_rank")
+        self._check_speculative()
         if self.max_top_logprobs < 0:
             raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")
+
+    def _check_speculative(self) -> None:
+        if self.speculative_mode not in SPECULATIVE_MODES:
+            raise EngineConfigError(
+                f"must be one of {SPECULATIVE_MODES}, got {self.speculative_mode!r}", field="speculative_mode"
+            )
+        if self.speculative_mode == "draft" and not self.draft_model:
+            raise EngineConfigError("is required when speculative_mode is 'draft'", field="draft_model")
+        if not 1 <= self.num_draft_tokens <= 16:
+            raise EngineConfigError(f"must be in [1, 16], got {self.num_draft_tokens}", field="num_draft_tokens")
+        if self.speculative_max_batch < 0:
+            raise EngineConfigError(
+                f"must be >= 0 (0: never draft), got {self.speculative_max_batch}", field="speculative_max_batch"
+            )
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise EngineConfigError(
+                f"need 1 <= ngram_min <= ngram_max, got {self.ngram_min} and {self.ngram_max}", field="ngram_min"
+            )

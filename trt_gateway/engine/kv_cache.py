@@ -39,9 +39,16 @@ def activation_bytes(config: EngineConfig, cfg: ModelConfig, dtype: torch.dtype,
 
 
 def num_kv_blocks(
-    config: EngineConfig, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int
+    config: EngineConfig,
+    cfg: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_model_len: int,
+    *,
+    extra_bytes_per_block: int = 0,
 ) -> int:
-    per_block = bytes_per_block(cfg, config.block_size, dtype)
+    """extra_bytes_per_block: another cache indexed by the same blocks (the draft model's KV)."""
+    per_block = bytes_per_block(cfg, config.block_size, dtype) + extra_bytes_per_block
     blocks_per_seq = -(-max_model_len // config.block_size)
     if config.num_kv_blocks is not None:
         num_blocks, field = config.num_kv_blocks, "num_kv_blocks"

@@ -8,6 +8,10 @@ sequence early with `finish(request_id, FinishReason.STOP_STRING)`.
 LoRA (`max_loras > 0`): adapters live in `self.lora` (a `LoraRegistry`, safe to call from other threads). A request
 naming one holds it (`LoraRef`) from `add_request` until it finishes; the scheduler gives it a slot while it runs.
 
+Speculative decoding (`speculative_mode`): before scheduling, `SpeculationPlanner` gives decoding sequences draft
+tokens (n-gram) or a draft count (draft model, which drafts inside the step); the step verifies them and a sequence
+may advance by several tokens, reported together in one StepOutput.
+
 Threading: one thread drives `add_request` and `step`. `abort` and `finish` may be called from any thread: they
 only enqueue, and the next `step()` applies them first, freeing the KV blocks before it schedules anything.
 """
@@ -33,6 +37,8 @@ from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.model_runner import ModelRunner
 from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
+from trt_gateway.engine.speculative.draft_model import DraftModel
+from trt_gateway.engine.speculative.planner import SpeculationPlanner
 from trt_gateway.engine.validation import validate_request
 from trt_gateway.types import FinishReason, GenerateRequest, Usage
 
@@ -66,7 +72,11 @@ class LLMEngine:
         self.max_model_len = _max_model_len(config, self.model_config)
         model = load_model(config.model, self.model_config, self.device, self.dtype, self.max_model_len)
         self.lora = self._lora_registry(model)  # before sizing the KV cache: slots take device memory
-        num_blocks = num_kv_blocks(config, self.model_config, self.device, self.dtype, self.max_model_len)
+        draft = self._draft_model()  # likewise: its weights first, then its KV shares the budget per block
+        extra = draft.bytes_per_block(config.block_size) if draft is not None else 0
+        num_blocks = num_kv_blocks(
+            config, self.model_config, self.device, self.dtype, self.max_model_len, extra_bytes_per_block=extra
+        )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
             self.block_manager,
@@ -75,7 +85,18 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             lora=self.lora,
         )
-        self.model_runner = ModelRunner(config, self.model_config, model, num_blocks, self.device, self.dtype)
+        self.model_runner = ModelRunner(config, self.model_config, model, num_blocks, self.device, self.dtype, draft)
+        self.speculation = (
+            SpeculationPlanner(
+                config.speculative_mode,
+                config.num_draft_tokens,
+                config.speculative_max_batch,
+                ngram_min=config.ngram_min,
+                ngram_max=config.ngram_max,
+            )
+            if config.speculative_mode
+            else None
+        )
         self._seqs: dict[str, Sequence] = {}
         self._pending: collections.deque[tuple[str, FinishReason]] = collections.deque()
         self._arrivals = 0
@@ -148,6 +169,9 @@ class LLMEngine:
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
         outputs = self._apply_pending()
+        if self.speculation is not None:
+            running = self.scheduler.running
+            self.speculation.plan(running, len(running), self.max_model_len)
         scheduled = self.scheduler.schedule()
         if scheduled.is_empty:
             return outputs
@@ -155,8 +179,12 @@ class LLMEngine:
             sampled = self.model_runner.run(scheduled)
         except torch.OutOfMemoryError as exc:
             return outputs + self._fail(scheduled, exc)
-        for seq in self.scheduler.postprocess(scheduled, sampled):
-            outputs.append(self._output(seq, num_new=1))
+        if self.speculation is not None:
+            for item in scheduled.scheduled:
+                if item.num_spec and item.seq.seq_id in sampled:
+                    self.speculation.stats.record(item.num_spec, len(sampled[item.seq.seq_id]) - 1)
+        for seq, num_new in self.scheduler.postprocess(scheduled, sampled):
+            outputs.append(self._output(seq, num_new=num_new))
             if seq.is_finished:
                 self._retire(seq)
         return outputs
@@ -196,6 +224,16 @@ class LLMEngine:
         self._seqs.pop(seq.request_id, None)
         if seq.lora is not None:
             seq.lora.release()
+
+    # -- speculative decoding -------------------------------------------------------------------------------------
+    def _draft_model(self) -> DraftModel | None:
+        c = self.config
+        if c.speculative_mode != "draft":
+            return None
+        assert c.draft_model is not None  # EngineConfig checks it
+        draft = DraftModel(c.draft_model, self.model_config, self.device, self.dtype, self.max_model_len)
+        logger.info("speculative decoding: draft model %s, %d tokens per step", c.draft_model, c.num_draft_tokens)
+        return draft
 
     # -- LoRA -----------------------------------------------------------------------------------------------------
     def _lora_registry(self, model: torch.nn.Module) -> LoraRegistry | None:

@@ -1,37 +1,33 @@
-"""Turns a scheduled step into one forward pass over the flattened batch, then samples.
+"""Turns a scheduled step into one forward pass over the flattened batch, then samples or verifies drafts.
 
-1. lay the step's tokens out on one axis: decodes first (one token each, the vectorised attention path), then
-   prefill chunks; record each token's position, KV slot and LoRA slot (the adapter slot of its sequence, 0 = none);
-2. run the model, keep the hidden state of the last token of every sequence that samples, project those to logits;
-3. sample on the device and bring ids (and logprobs) to the host in one transfer.
+1. (draft-model speculation) the draft model proposes the step's draft tokens;
+2. lay the step's tokens out on one axis (`forward_batch.layout`): decodes first, then prefill chunks and verify
+   chunks (the pending token plus its drafts);
+3. run the model; project to logits only the rows that pick a token: the last of every sequence that samples, and
+   every row of a verify chunk;
+4. sample on the device, or, when the step verifies drafts, run every sampling row through `rejection.verify` (a
+   sequence without drafts is the case k = 0 there); bring ids and logprobs to the host in one transfer each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence as SequenceOf
 
 import torch
 
 from trt_gateway.engine.config import EngineConfig
+from trt_gateway.engine.forward_batch import Chunk, ForwardBatch, layout
 from trt_gateway.engine.kv_cache import allocate_kv_cache
-from trt_gateway.engine.layers.attention import AttentionMetadata, PrefillSpan
-from trt_gateway.engine.lora.batched import LoraBatch
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.models.llama import LlamaForCausalLM
-from trt_gateway.engine.sampler import Sampler, SamplerOutput
-from trt_gateway.engine.sampling_batch import SamplingBatch
+from trt_gateway.engine.sampler import Sampler, SamplerOutput, compute_logprobs
+from trt_gateway.engine.sampling_batch import DraftRow, SamplingBatch, noise_key
 from trt_gateway.engine.scheduler import ScheduledSeq, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
+from trt_gateway.engine.speculative.draft_model import DraftModel
+from trt_gateway.engine.speculative.rejection import accept_key, verify
 
-
-@dataclass(frozen=True, slots=True)
-class ModelInput:
-    input_ids: torch.Tensor  # [T] int64
-    positions: torch.Tensor  # [T] int64
-    meta: AttentionMetadata
-    sample_rows: torch.Tensor  # [S] int64: index in T of the last token of each sampling sequence
-    sampling: tuple[ScheduledSeq, ...]  # the S sampling sequences, in sample_rows order
-    lora: LoraBatch | None = None  # per-token adapter slots; None when no token in the step has an adapter
+Sampled = dict[int, tuple[SampledToken, ...]]  # seq_id -> the tokens a step produced for it, in order
 
 
 class ModelRunner:
@@ -43,6 +39,7 @@ class ModelRunner:
         num_blocks: int,
         device: torch.device,
         dtype: torch.dtype,
+        draft: DraftModel | None = None,
     ) -> None:
         self.model_cfg = model_cfg
         self.model = model
@@ -52,91 +49,127 @@ class ModelRunner:
         self.kv_cache = allocate_kv_cache(model_cfg, num_blocks, config.block_size, dtype, device)
         for i, attn in enumerate(model.attention_layers()):
             attn.bind_cache(self.kv_cache[0, i], self.kv_cache[1, i])
+        self.draft = draft
+        if draft is not None:
+            draft.allocate_cache(num_blocks, config.block_size)
         self.sampler = Sampler()
 
     @torch.inference_mode()
-    def run(self, step: SchedulerOutput) -> dict[int, SampledToken]:
-        """Compute the step's tokens; return the sampled token of each sequence that samples, by seq_id."""
-        inputs = self.prepare(step.scheduled)
-        hidden = self.model(inputs.input_ids, inputs.positions, inputs.meta, inputs.lora)  # [T, hidden]
-        if not inputs.sampling:
+    def run(self, step: SchedulerOutput) -> Sampled:
+        """Compute the step's tokens; return the tokens each sampling sequence gets, by seq_id."""
+        scheduled = step.scheduled
+        draft_probs = None
+        if self.draft is not None and any(item.num_spec for item in scheduled):
+            draft_probs = self.draft.propose([item for item in scheduled if item.num_spec])
+        batch = self.prepare(scheduled)
+        hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
+        sampling = [item for item in scheduled if item.samples]
+        if not sampling:
             return {}
-        logits = self.model.compute_logits(hidden[inputs.sample_rows])  # [S, V] float32
-        seqs = [item.seq for item in inputs.sampling]
-        batch = SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device)
-        return _to_host(seqs, self.sampler(logits, batch))
+        logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
+        if not any(item.num_spec for item in sampling):
+            seqs = [item.seq for item in sampling]
+            out = self.sampler(logits, SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device))
+            return _to_host(seqs, out)
+        return self._verify(sampling, logits, draft_probs)
 
-    def prepare(self, scheduled: tuple[ScheduledSeq, ...]) -> ModelInput:
-        bs = self.block_size
-        decodes = [s for s in scheduled if s.num_new_tokens == 1]
-        prefills = [s for s in scheduled if s.num_new_tokens > 1]
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        sample_rows: list[int] = []
-        sampling: list[ScheduledSeq] = []
-        spans: list[PrefillSpan] = []
-        lora_slots: list[int] = []
-        lora_ranks: dict[int, int] = {}
-        for item in decodes + prefills:
+    def prepare(self, scheduled: SequenceOf[ScheduledSeq]) -> ForwardBatch:
+        chunks = []
+        for item in scheduled:
             seq, start, n = item.seq, item.start, item.num_new_tokens
-            first = len(input_ids)
-            table = seq.block_table
-            input_ids.extend(seq.token_ids[start : start + n])
-            positions.extend(range(start, start + n))
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
-            lora_slots.extend([seq.lora_slot] * n)
-            if seq.lora_slot and seq.lora is not None:
-                lora_ranks[seq.lora_slot] = seq.lora.rank
-            if n > 1:
-                blocks = (
-                    torch.tensor(table[: -(-(start + n) // bs)], dtype=torch.int64, device=self.device)
-                    if start
-                    else None
+            known = seq.token_ids[start : start + n - item.num_spec]
+            chunks.append(
+                Chunk(
+                    known + seq.spec_token_ids if item.num_spec else known,
+                    start,
+                    seq.block_table,
+                    num_logits=1 + item.num_spec if item.samples else 0,
+                    lora_slot=seq.lora_slot,
+                    lora_rank=seq.lora.rank if seq.lora_slot and seq.lora is not None else 0,
                 )
-                spans.append(PrefillSpan(first, n, start + n, blocks))
-            if item.samples:
-                sample_rows.append(first + n - 1)
-                sampling.append(item)
+            )
+        return layout(chunks, self.block_size, self.device)
 
-        # A decode's table holds exactly the blocks its context needs; pad to the longest with block 0, whose slots
-        # the context-length mask hides.
-        max_blocks = max((len(d.seq.block_table) for d in decodes), default=1)
-        tables = [d.seq.block_table + [0] * (max_blocks - len(d.seq.block_table)) for d in decodes]
-        meta = AttentionMetadata(
-            slot_mapping=self._tensor(slots),
-            num_decodes=len(decodes),
-            decode_block_tables=self._tensor(tables) if tables else self._tensor([[0]])[:0],
-            decode_context_lens=self._tensor([d.start + 1 for d in decodes]),
-            prefills=tuple(spans),
+    def _verify(self, sampling: list[ScheduledSeq], logits: torch.Tensor, draft_probs: torch.Tensor | None) -> Sampled:
+        """Every sampling sequence with its k >= 0 drafts: rows of `logits` are theirs, k + 1 each, in order."""
+        vocab, device = self.model_cfg.vocab_size, self.device
+        seqs = [item.seq for item in sampling]
+        ks = [item.num_spec for item in sampling]
+        width = max(ks)
+        first = [sum(k + 1 for k in ks[:i]) for i in range(len(ks))]  # each sequence's first row
+        # Row j of a sequence is processed (penalties, min_tokens, ...) as if its first j drafts were accepted.
+        rows = [DraftRow(s, tuple(s.spec_token_ids[:j])) for s, k in zip(seqs, ks, strict=True) for j in range(k + 1)]
+        batch = SamplingBatch.from_sequences(rows, vocab, device)
+        processed = self.sampler.process(logits, batch)
+        # [S, K + 1] row of (sequence, position); positions past a sequence's k repeat its last row (masked anyway)
+        index = [[f + min(j, k) for j in range(width + 1)] for f, k in zip(first, ks, strict=True)]
+        if draft_probs is not None:  # the draft model returned rows only for the sequences that drafted
+            spread = torch.zeros(len(seqs), width, vocab, dtype=torch.float32, device=device)
+            spread[torch.tensor([i for i, k in enumerate(ks) if k], device=device)] = draft_probs[:, :width]
+            draft_probs = spread
+        outputs = [s.num_output_tokens for s in seqs]  # output position of each sequence's first new token
+        verified = verify(
+            processed[torch.tensor(index, device=device)],
+            _tensor([s.spec_token_ids + [0] * (width - len(s.spec_token_ids)) for s in seqs], device),
+            _tensor(ks, device),
+            batch.greedy[_tensor(first, device)],
+            draft_probs,
+            _tensor(
+                [[accept_key(s.seed, o + j) for j in range(width)] for s, o in zip(seqs, outputs, strict=True)], device
+            ).view(len(seqs), width, 2),
+            _tensor(
+                [[noise_key(s.seed, o + j) for j in range(width + 1)] for s, o in zip(seqs, outputs, strict=True)],
+                device,
+            ),
         )
-        return ModelInput(
-            self._tensor(input_ids),
-            self._tensor(positions),
-            meta,
-            self._tensor(sample_rows),
-            tuple(sampling),
-            LoraBatch.build(lora_slots, lora_ranks, self.device),
+        tokens = [row[: a + 1] for row, a in zip(verified.tokens.tolist(), verified.num_accepted.tolist(), strict=True)]
+        return self._with_logprobs(seqs, first, tokens, logits)
+
+    def _with_logprobs(
+        self, seqs: list[Sequence], first: list[int], tokens: list[list[int]], logits: torch.Tensor
+    ) -> Sampled:
+        """Attach raw logprobs (one batched computation) to the tokens of the sequences that asked for them."""
+        wants = [bool(s.request.response.logprobs or s.request.response.top_logprobs) for s in seqs]
+        rows = [f + j for f, toks, w in zip(first, tokens, wants, strict=True) if w for j in range(len(toks))]
+        if not rows:
+            return {s.seq_id: tuple(SampledToken(t) for t in toks) for s, toks in zip(seqs, tokens, strict=True)}
+        chosen_ids = [t for toks, w in zip(tokens, wants, strict=True) if w for t in toks]
+        num_top = max(s.request.response.top_logprobs for s, w in zip(seqs, wants, strict=True) if w)
+        chosen, top_ids, top_lp = compute_logprobs(
+            logits[_tensor(rows, self.device)], _tensor(chosen_ids, self.device), num_top
         )
+        picked = iter(zip(chosen.tolist(), top_ids.tolist(), top_lp.tolist(), strict=True))
+        result: Sampled = {}
+        for s, toks, w in zip(seqs, tokens, wants, strict=True):
+            if not w:
+                result[s.seq_id] = tuple(SampledToken(t) for t in toks)
+                continue
+            n = s.request.response.top_logprobs
+            result[s.seq_id] = tuple(
+                SampledToken(t, lp, tuple(zip(ti[:n], tl[:n], strict=True)))
+                for t, (lp, ti, tl) in zip(toks, picked, strict=False)
+            )
+        return result
 
-    def _tensor(self, values: list) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.int64).to(self.device, non_blocking=True)
+
+def _tensor(values: list, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64, device=device)
 
 
-def _to_host(seqs: list[Sequence], out: SamplerOutput) -> dict[int, SampledToken]:
+def _to_host(seqs: list[Sequence], out: SamplerOutput) -> Sampled:
     """One device-to-host copy per tensor; rows are trimmed to each request's own top_logprobs."""
     token_ids = out.token_ids.tolist()
     if out.logprobs is None:
-        return {seq.seq_id: SampledToken(tok) for seq, tok in zip(seqs, token_ids, strict=True)}
+        return {seq.seq_id: (SampledToken(tok),) for seq, tok in zip(seqs, token_ids, strict=True)}
     assert out.top_ids is not None and out.top_logprobs is not None  # set together with logprobs
     chosen, top_ids, top_lp = out.logprobs.tolist(), out.top_ids.tolist(), out.top_logprobs.tolist()
-    result: dict[int, SampledToken] = {}
+    result: Sampled = {}
     for row, seq in enumerate(seqs):
         response = seq.request.response
         if not (response.logprobs or response.top_logprobs):
-            result[seq.seq_id] = SampledToken(token_ids[row])
+            result[seq.seq_id] = (SampledToken(token_ids[row]),)
             continue
         n = response.top_logprobs
         top = tuple(zip(top_ids[row][:n], top_lp[row][:n], strict=True))
-        result[seq.seq_id] = SampledToken(token_ids[row], chosen[row], top)
+        result[seq.seq_id] = (SampledToken(token_ids[row], chosen[row], top),)
     return result

@@ -90,13 +90,17 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def gumbel_noise(noise_keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """noise_keys: [B, 2] int64 32-bit halves of a per-(seed, position) key -> [B, V] float32 Gumbel(0, 1) noise."""
-    cols = torch.arange(vocab_size, device=noise_keys.device, dtype=torch.int64)
+def uniform_noise(noise_keys: torch.Tensor, width: int) -> torch.Tensor:
+    """noise_keys: [B, 2] int64 32-bit halves of a per-(seed, position) key -> [B, width] float32 U(0, 1) noise."""
+    cols = torch.arange(width, device=noise_keys.device, dtype=torch.int64)
     h = _mix32(noise_keys[:, :1] ^ ((cols[None, :] * 0x9E3779B9) & _MASK32))
     h = _mix32(h ^ noise_keys[:, 1:])
-    uniform = ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))  # 24 random bits, strictly inside (0, 1)
-    return -torch.log(-torch.log(uniform))
+    return ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))  # 24 random bits, strictly inside (0, 1)
+
+
+def gumbel_noise(noise_keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """noise_keys: [B, 2] -> [B, V] float32 Gumbel(0, 1) noise."""
+    return -torch.log(-torch.log(uniform_noise(noise_keys, vocab_size)))
 
 
 def sample(logits: torch.Tensor, greedy: torch.Tensor, noise_keys: torch.Tensor) -> torch.Tensor:
@@ -130,7 +134,14 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
         """logits: [B, V] float32 straight from the model."""
-        raw = logits
+        token_ids = sample(self.process(logits, batch), batch.greedy, batch.noise_keys)
+        if batch.num_top_logprobs < 0:
+            return SamplerOutput(token_ids, None, None, None)
+        chosen, top_ids, top_lp = compute_logprobs(logits, token_ids, batch.num_top_logprobs)
+        return SamplerOutput(token_ids, chosen, top_ids, top_lp)
+
+    def process(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+        """-> the logits each row draws from (bias, penalties, temperature, truncation applied); a new tensor."""
         x = logits.clone()
         if batch.bias is not None:
             apply_logit_bias(x, *batch.bias)
@@ -147,8 +158,4 @@ class Sampler:
             x = apply_top_p(x, batch.top_p)
         if batch.min_p is not None:
             x = apply_min_p(x, batch.min_p)
-        token_ids = sample(x, batch.greedy, batch.noise_keys)
-        if batch.num_top_logprobs < 0:
-            return SamplerOutput(token_ids, None, None, None)
-        chosen, top_ids, top_lp = compute_logprobs(raw, token_ids, batch.num_top_logprobs)
-        return SamplerOutput(token_ids, chosen, top_ids, top_lp)
+        return x

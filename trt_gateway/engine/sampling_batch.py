@@ -7,13 +7,66 @@ None when no row uses the feature, so an all-greedy batch costs one argmax. Nois
 
 from __future__ import annotations
 
+from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from trt_gateway.engine.sequence import Sequence
+from trt_gateway.types import GenerateRequest
 
 _MASK64 = (1 << 64) - 1
+
+
+class SamplingRow(Protocol):
+    """What one logits row is sampled for: a sequence, or a sequence with some drafts assumed accepted."""
+
+    @property
+    def request(self) -> GenerateRequest: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def num_output_tokens(self) -> int: ...
+    @property
+    def token_ids(self) -> SequenceOf[int]: ...
+    @property
+    def output_token_ids(self) -> SequenceOf[int]: ...
+    @property
+    def stop_token_ids(self) -> frozenset[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DraftRow:
+    """Row j of a verify step: the sequence as it is once its first j drafts are accepted, so penalties, min_tokens
+    and the noise position are those the token at that position would have been sampled with."""
+
+    seq: Sequence
+    drafts: tuple[int, ...]
+
+    @property
+    def request(self) -> GenerateRequest:
+        return self.seq.request
+
+    @property
+    def seed(self) -> int:
+        return self.seq.seed
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self.seq.num_output_tokens + len(self.drafts)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.seq.token_ids + list(self.drafts)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.seq.output_token_ids + list(self.drafts)
+
+    @property
+    def stop_token_ids(self) -> frozenset[int]:
+        return self.seq.stop_token_ids
 
 
 def noise_key(seed: int, position: int) -> tuple[int, int]:
@@ -43,7 +96,7 @@ class SamplingBatch:
     num_top_logprobs: int = -1  # -1: no row wants logprobs; else top alternatives to compute (max over rows)
 
     @classmethod
-    def from_sequences(cls, seqs: list[Sequence], vocab_size: int, device: torch.device) -> SamplingBatch:
+    def from_sequences(cls, seqs: SequenceOf[SamplingRow], vocab_size: int, device: torch.device) -> SamplingBatch:
         params = [s.request.sampling for s in seqs]
 
         def f32(values: list[float]) -> torch.Tensor:
@@ -82,22 +135,22 @@ def _padded(rows: list[list[int]], device: torch.device, pad: int) -> torch.Tens
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.int64, device=device)
 
 
-def _token_mask(seqs: list[Sequence], vocab_size: int, device: torch.device) -> torch.Tensor:
+def _token_mask(seqs: SequenceOf[SamplingRow], vocab_size: int, device: torch.device) -> torch.Tensor:
     """[B, V] bool: which tokens occur in each row's prompt + output tokens."""
-    tokens = _padded([s.token_ids for s in seqs], device, vocab_size)
+    tokens = _padded([list(s.token_ids) for s in seqs], device, vocab_size)
     mask = torch.zeros(len(seqs), vocab_size + 1, dtype=torch.bool, device=device)  # column V absorbs padding
     mask.scatter_(1, tokens, True)
     return mask[:, :vocab_size]
 
 
-def _output_counts(seqs: list[Sequence], vocab_size: int, device: torch.device) -> torch.Tensor:
-    tokens = _padded([s.output_token_ids for s in seqs], device, vocab_size)
+def _output_counts(seqs: SequenceOf[SamplingRow], vocab_size: int, device: torch.device) -> torch.Tensor:
+    tokens = _padded([list(s.output_token_ids) for s in seqs], device, vocab_size)
     counts = torch.zeros(len(seqs), vocab_size + 1, dtype=torch.float32, device=device)
     counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=torch.float32))
     return counts[:, :vocab_size]
 
 
-def _bias(seqs: list[Sequence], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def _bias(seqs: SequenceOf[SamplingRow], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     entries = [(row, tok, val) for row, s in enumerate(seqs) for tok, val in s.request.sampling.logit_bias.items()]
     if not entries:
         return None
@@ -109,7 +162,7 @@ def _bias(seqs: list[Sequence], device: torch.device) -> tuple[torch.Tensor, tor
     )
 
 
-def _banned_before_min_tokens(seqs: list[Sequence], device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _banned_before_min_tokens(seqs: SequenceOf[SamplingRow], device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Stop tokens (EOS unless ignore_eos, and stop_token_ids) of rows that have not produced min_tokens yet."""
     entries = [
         (row, tok)

@@ -14,8 +14,13 @@ A step:
    also needs an engine slot for it (its own adapter's, a free one, or one no running sequence uses): the adapters
    of the running batch never exceed max_loras, and a running sequence's slot is pinned until it stops running.
 
+Speculative decoding: a decoding sequence may carry `spec_token_ids` (n-gram drafts, or for the draft model as many
+placeholders as drafts it wants). It is scheduled for 1 + k tokens; drafts are optional, so they are the first thing
+cut when the token budget or the KV cache runs short, before anything is preempted.
+
 `postprocess` then advances each sequence by the tokens computed, publishes full blocks in the prefix cache and
-appends the sampled tokens; finished sequences release their blocks immediately.
+appends the sampled tokens one by one, stopping at the first that ends the sequence (EOS, max_tokens, the context
+window): accepted drafts past a stop are dropped. Finished sequences release their blocks immediately.
 """
 
 from __future__ import annotations
@@ -34,14 +39,16 @@ from trt_gateway.types import FinishReason
 class ScheduledSeq:
     seq: Sequence
     start: int  # num_computed_tokens when scheduled: the position of its first new token
-    num_new_tokens: int
+    num_new_tokens: int  # including num_spec draft tokens
     samples: bool  # the step reaches the end of the known tokens, so its last logits pick the next token
+    num_spec: int = 0  # draft tokens verified this step (the last num_spec of the new tokens)
 
     @classmethod
-    def of(cls, seq: Sequence, num_new_tokens: int) -> ScheduledSeq:
+    def of(cls, seq: Sequence, num_new_tokens: int, num_spec: int = 0) -> ScheduledSeq:
         """Snapshot seq's progress now: the sequence itself moves on in postprocess."""
         start = seq.num_computed_tokens
-        return cls(seq, start, num_new_tokens, samples=start + num_new_tokens == seq.num_tokens)
+        samples = start + num_new_tokens - num_spec == seq.num_tokens
+        return cls(seq, start, num_new_tokens, samples, num_spec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,11 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            num_spec = min(len(seq.spec_token_ids), budget - num_new) if seq.is_decoding else 0
+            if num_spec and not bm.can_append(seq, num_new + num_spec):
+                num_spec = 0  # drafts are optional: never preempt anyone for them
+            del seq.spec_token_ids[num_spec:]
+            num_new += num_spec
             while not bm.can_append(seq, num_new):
                 victim = self.running.pop()  # lowest priority, latest arrival; may be seq itself
                 self._preempt(victim)
@@ -106,7 +118,7 @@ class Scheduler:
                     break
             if seq.status is not SequenceStatus.RUNNING:
                 break
-            scheduled.append(ScheduledSeq.of(seq, num_new))
+            scheduled.append(ScheduledSeq.of(seq, num_new, num_spec))
             bm.may_append(seq, num_new)
             budget -= num_new
             i += 1
@@ -131,21 +143,39 @@ class Scheduler:
             budget -= num_new
         return SchedulerOutput(tuple(scheduled), tuple(preempted))
 
-    def postprocess(self, output: SchedulerOutput, sampled: dict[int, SampledToken]) -> list[Sequence]:
-        """Advance every scheduled sequence; append sampled tokens (by seq_id). Returns those that got a token."""
-        advanced: list[Sequence] = []
+    def postprocess(
+        self, output: SchedulerOutput, sampled: dict[int, tuple[SampledToken, ...]]
+    ) -> list[tuple[Sequence, int]]:
+        """Advance every scheduled sequence and append its sampled tokens (by seq_id: one, or the accepted drafts
+        plus one). Returns (sequence, tokens appended) for those that got any."""
+        advanced: list[tuple[Sequence, int]] = []
         for item in output.scheduled:
             seq = item.seq
             if seq.status is not SequenceStatus.RUNNING:
                 continue  # finished meanwhile (aborted by another thread between run and postprocess)
-            seq.num_computed_tokens = item.start + item.num_new_tokens
-            self.block_manager.cache_full_blocks(seq)
-            sample = sampled.get(seq.seq_id)
-            if sample is None:
+            samples = sampled.get(seq.seq_id)
+            if not samples:
+                seq.num_computed_tokens = item.start + item.num_new_tokens
+                self.block_manager.cache_full_blocks(seq)
                 continue  # a prefill chunk that did not reach the end of the prompt
-            seq.append(sample)
-            advanced.append(seq)
-            reason = seq.check_stop(self.max_model_len)
+            appended, reason = 0, None
+            for sample in samples:
+                seq.append(sample)
+                appended += 1
+                reason = seq.check_stop(self.max_model_len)
+                if reason is not None:
+                    break
+            # KV is valid for the pending token and the accepted drafts: every sample's position but the last
+            # (capped at the tokens kept when a stop cut the accepted run short).
+            computed = item.start + item.num_new_tokens - item.num_spec + len(samples) - 1
+            seq.num_computed_tokens = min(computed, seq.num_tokens)
+            seq.spec_token_ids = []
+            if item.num_spec:
+                seq.num_draft_tokens += item.num_spec
+                seq.num_accepted_tokens += len(samples) - 1
+                seq.num_draft_computed_tokens = min(seq.num_draft_computed_tokens, seq.num_computed_tokens)
+            self.block_manager.cache_full_blocks(seq)
+            advanced.append((seq, appended))
             if reason is not None:
                 self.finish(seq, reason)
         return advanced
@@ -168,6 +198,8 @@ class Scheduler:
         self.block_manager.deallocate(seq)
         self._release_slot(seq)
         seq.num_computed_tokens = 0
+        seq.num_draft_computed_tokens = 0
+        seq.spec_token_ids = []
         seq.num_preemptions += 1
         seq.status = SequenceStatus.WAITING
         # Keeping its original arrival index puts it ahead of everything that arrived later at its priority.

@@ -4,6 +4,11 @@ The scheduler contract is "tokens per sequence per step": `num_computed_tokens` 
 cache; every step computes some of the rest (a prefill chunk, a whole prompt, or the one token sampled last step),
 and a token is sampled only when the step catches up with `num_tokens`. Preemption just frees the blocks and sets
 `num_computed_tokens` back to 0: prompt and generated tokens are then recomputed as one longer prompt.
+
+Speculative decoding extends a decode step: `spec_token_ids` are draft tokens computed together with the pending
+token, and the step may append several tokens at once. Rejected drafts leave KV behind in slots past
+`num_computed_tokens`; those slots are overwritten when the sequence gets there, so rollback is just not counting them.
+The draft model's own KV (same block table, its own cache) is valid up to `num_draft_computed_tokens`.
 """
 
 from __future__ import annotations
@@ -65,6 +70,11 @@ class Sequence:
         self.first_scheduled_time: float | None = None
         self.num_preemptions = 0
         self.logprobs: list[SampledToken] = []
+        # speculative decoding: this step's drafts, the draft model's KV progress, totals for Usage
+        self.spec_token_ids: list[int] = []
+        self.num_draft_computed_tokens = 0
+        self.num_draft_tokens = 0
+        self.num_accepted_tokens = 0
         stopping = request.stopping
         eos = () if stopping.ignore_eos else eos_token_ids
         self.stop_token_ids = frozenset(eos) | frozenset(stopping.stop_token_ids)
@@ -110,9 +120,16 @@ class Sequence:
             prompt_tokens=self.num_prompt_tokens,
             completion_tokens=self.num_output_tokens,
             cached_tokens=self.num_cached_tokens,
+            draft_tokens=self.num_draft_tokens,
+            accepted_tokens=self.num_accepted_tokens,
         )
 
     # -- progress --------------------------------------------------------------------------------------------------
+    @property
+    def is_decoding(self) -> bool:
+        """All known tokens but the last sampled one have KV: the next step is a decode (and may speculate)."""
+        return self.num_tokens - self.num_computed_tokens == 1
+
     def append(self, sample: SampledToken) -> None:
         self.token_ids.append(sample.token_id)
         if self.request.response.logprobs or self.request.response.top_logprobs:

@@ -5,7 +5,8 @@ worth a thread); everything per step happens in the engine thread (`engine/async
 
 Options (`--option KEY=VALUE` or `[executor.options]`) are `EngineConfig` fields: device, dtype, max_model_len,
 max_num_seqs, max_num_batched_tokens, block_size, kv_cache_bytes, gpu_memory_utilization, num_kv_blocks,
-enable_prefix_caching, max_top_logprobs, seed. LoRA sizes come from `[executor.lora]` instead.
+enable_prefix_caching, max_top_logprobs, seed, ngram_min, ngram_max. LoRA sizes come from `[executor.lora]`, and
+speculative decoding from `[executor.speculative]` (mode, draft_model, num_draft_tokens, max_batch) instead.
 
 LoRA is on when adapter roots are configured (adapters can only be loaded from under one): the engine then has
 `max_loras` slots of rank `max_lora_rank`. Adapter files are read in a worker thread, never on the event loop nor in
@@ -22,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from trt_gateway import __version__, errors
-from trt_gateway.config import ConfigError, ExecutorConfig, LoraConfig
+from trt_gateway.config import ConfigError, ExecutorConfig, LoraConfig, SpeculativeConfig
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "assets" / "demo" / "target"
 DEMO_NAME = "demo"
 _LORA_OPTIONS = ("max_loras", "max_cpu_loras", "max_lora_rank")  # set through LoraConfig, not options
+# set through SpeculativeConfig ([executor.speculative], --speculative ...), not options
+_SPEC_OPTIONS = ("speculative_mode", "draft_model", "num_draft_tokens", "speculative_max_batch")
 
 
 class NativeExecutor(Executor):
@@ -41,16 +44,18 @@ class NativeExecutor(Executor):
         served_name: str = "",
         options: Mapping[str, Any] | None = None,
         lora: LoraConfig | None = None,
+        speculative: SpeculativeConfig | None = None,
     ) -> None:
         # Imported here so that `import trt_gateway.executors.native` (the registry, --help) does not load torch.
         from trt_gateway.engine.config import EngineConfig, EngineConfigError
 
         self.model_path = Path(model)
-        known = {f.name for f in dataclasses.fields(EngineConfig)} - {"model", *_LORA_OPTIONS}
+        known = {f.name for f in dataclasses.fields(EngineConfig)} - {"model", *_LORA_OPTIONS, *_SPEC_OPTIONS}
         unknown = sorted(set(options or {}) - known)
         if unknown:
             raise ConfigError(f"executor.options: unknown native option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         lora = lora or LoraConfig()
+        spec = speculative or SpeculativeConfig()
         try:
             self.engine_config = EngineConfig(
                 model=str(self.model_path),
@@ -58,6 +63,10 @@ class NativeExecutor(Executor):
                 max_loras=lora.max_loras if lora.adapter_roots else 0,
                 max_cpu_loras=lora.max_cpu_loras,
                 max_lora_rank=lora.max_lora_rank,
+                speculative_mode=spec.mode,
+                draft_model=spec.draft_model or None,
+                num_draft_tokens=spec.num_draft_tokens,
+                speculative_max_batch=spec.max_batch,
             )
         except (EngineConfigError, TypeError) as exc:
             raise ConfigError(f"executor.options: {exc}") from exc
@@ -70,9 +79,13 @@ class NativeExecutor(Executor):
 
     @classmethod
     def from_config(cls, config: ExecutorConfig) -> NativeExecutor:
-        if config.speculative.mode:
-            raise ConfigError("executor.speculative.mode: the native executor does not support speculative decoding yet")
-        return cls(config.model or DEMO_MODEL, served_name=config.served_name, options=config.options, lora=config.lora)
+        return cls(
+            config.model or DEMO_MODEL,
+            served_name=config.served_name,
+            options=config.options,
+            lora=config.lora,
+            speculative=config.speculative,
+        )
 
     async def start(self) -> None:
         from tokenizers import Tokenizer
@@ -106,9 +119,22 @@ class NativeExecutor(Executor):
                 lora=engine.lora is not None,
                 max_lora_rank=self.engine_config.max_lora_rank if engine.lora is not None else 0,
                 max_loras=self.engine_config.max_loras,
+                speculative=self.engine_config.speculative_mode,
+                num_draft_tokens=self.engine_config.num_draft_tokens if self.engine_config.speculative_mode else 0,
             ),
         )
         self._health = Health.SERVING
+
+    def register_metrics(self, registry: Any) -> None:
+        if not self.engine_config.speculative_mode:
+            return
+        from trt_gateway.executors.native_metrics import SpeculationCollector
+
+        def stats() -> Any:
+            engine = self._async_engine.engine if self._async_engine is not None else None
+            return engine.speculation.stats.snapshot() if engine is not None and engine.speculation else None
+
+        registry.register(SpeculationCollector(self.served_name, self.engine_config.speculative_mode, stats))
 
     def models(self) -> Sequence[ModelInfo]:
         if self._info is None:

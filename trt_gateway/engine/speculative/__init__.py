@@ -1,0 +1,1 @@
+"""Speculative decoding: propose draft tokens cheaply (n-gram lookup or a draft model), verify them in one target pass."""
