@@ -255,3 +255,16 @@ def test_ngram_lookup_prefers_the_longest_most_recent_match():
     assert p.propose([1, 2, 3, 4], 2) == []  # nothing recurs
     assert p.propose([5, 6, 5], 4) == [6, 5]  # runs into the end of the sequence: shorter
     assert NgramProposer(ngram_min=2, ngram_max=2).propose([7, 1, 7], 2) == []  # too short a match
+
+
+def test_bad_speculative_configs_name_the_field(llama: Checkpoint, small_vocab: tuple[Checkpoint, Checkpoint]):
+    from trt_gateway.engine.config import EngineConfig, EngineConfigError
+
+    with pytest.raises(EngineConfigError, match="draft_model"):
+        EngineConfig(model=str(llama.path), speculative_mode="draft")
+    with pytest.raises(EngineConfigError, match="speculative_mode"):
+        EngineConfig(model=str(llama.path), speculative_mode="eagle")
+    with pytest.raises(EngineConfigError, match="num_draft_tokens"):
+        EngineConfig(model=str(llama.path), speculative_mode="ngram", num_draft_tokens=0)
+    with pytest.raises(EngineConfigError, match="draft_model: .*vocabulary has 6 tokens, the target's 256"):
+        make_engine(llama.path, speculative_mode="draft", draft_model=str(small_vocab[1].path))
