@@ -157,3 +157,21 @@ def test_sampler_logprobs_ignore_temperature():
     s = seq([1], temperature=0.5, logprobs=True, top_logprobs=2)
     out = Sampler()(x, SamplingBatch.from_sequences([s], V, torch.device("cpu")))
     torch.testing.assert_close(out.logprobs, x.log_softmax(-1)[0, out.token_ids])
+
+
+def test_a_forbidden_token_is_never_drawn():
+    """Regression: with 24-bit uniforms the largest value rounded to 1.0 in float32, its Gumbel noise was +inf and
+    that token won the draw even at -inf (about once per 2,000 rows of an 8,192-token vocabulary). The uniforms
+    must stay strictly inside (0, 1) so every noise value is finite."""
+    from trt_gateway.engine.sampler import uniform_noise
+
+    vocab, rows = 8192, 4096
+    keys = torch.tensor([noise_key(seed, 3) for seed in range(rows)], dtype=torch.int64)
+    u = uniform_noise(keys, vocab)
+    assert float(u.min()) > 0.0 and float(u.max()) < 1.0
+    logits = torch.full((rows, vocab), float("-inf"))
+    logits[:, 74] = 0.0
+    drawn = sample(logits, torch.zeros(rows, dtype=torch.bool), keys)
+    assert (drawn == 74).all()
+    top = ((1 << 23) - 1 + 0.5) * (1.0 / (1 << 23))  # the largest value the formula can produce
+    assert torch.tensor(top, dtype=torch.float32) < 1.0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from trt_gateway.engine.sampling_batch import SamplingBatch
+from trt_gateway.engine.structured_output import apply_bitmask
 
 _MASK32 = 0xFFFFFFFF
 
@@ -95,7 +96,9 @@ def uniform_noise(noise_keys: torch.Tensor, width: int) -> torch.Tensor:
     cols = torch.arange(width, device=noise_keys.device, dtype=torch.int64)
     h = _mix32(noise_keys[:, :1] ^ ((cols[None, :] * 0x9E3779B9) & _MASK32))
     h = _mix32(h ^ noise_keys[:, 1:])
-    return ((h >> 8).float() + 0.5) * (1.0 / (1 << 24))  # 24 random bits, strictly inside (0, 1)
+    # 23 random bits: (k + 0.5) / 2**23 stays strictly inside (0, 1) in float32. With 24 bits the largest value
+    # rounds to 1.0, whose Gumbel noise is +inf: that entry then wins the draw even where the logit is -inf.
+    return ((h >> 9).float() + 0.5) * (1.0 / (1 << 23))
 
 
 def gumbel_noise(noise_keys: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -132,17 +135,24 @@ def compute_logprobs(
 class Sampler:
     """Applies the enabled processing steps of a SamplingBatch; steps no row uses are skipped."""
 
-    def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> SamplerOutput:
-        """logits: [B, V] float32 straight from the model."""
-        token_ids = sample(self.process(logits, batch), batch.greedy, batch.noise_keys)
+    def __call__(
+        self, logits: torch.Tensor, batch: SamplingBatch, bitmask: torch.Tensor | None = None
+    ) -> SamplerOutput:
+        """logits: [B, V] float32 straight from the model; bitmask: guided decoding's allowed tokens per row."""
+        token_ids = sample(self.process(logits, batch, bitmask), batch.greedy, batch.noise_keys)
         if batch.num_top_logprobs < 0:
             return SamplerOutput(token_ids, None, None, None)
         chosen, top_ids, top_lp = compute_logprobs(logits, token_ids, batch.num_top_logprobs)
         return SamplerOutput(token_ids, chosen, top_ids, top_lp)
 
-    def process(self, logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
-        """-> the logits each row draws from (bias, penalties, temperature, truncation applied); a new tensor."""
+    def process(
+        self, logits: torch.Tensor, batch: SamplingBatch, bitmask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """-> the logits each row draws from (grammar, bias, penalties, temperature, truncation applied); a new
+        tensor."""
         x = logits.clone()
+        if bitmask is not None:
+            apply_bitmask(x, bitmask)
         if batch.bias is not None:
             apply_logit_bias(x, *batch.bias)
         if batch.banned is not None:
