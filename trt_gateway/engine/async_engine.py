@@ -46,6 +46,7 @@ class _Request:
 
     request: GenerateRequest
     prompt_ids: list[int]
+    grammar: Any
     queue: asyncio.Queue[TokenDelta | BaseException]
     detok: IncrementalDetokenizer
     stop: StopStringMatcher
@@ -92,7 +93,10 @@ class AsyncEngine:
 
     # -- requests (event loop) ------------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerateRequest, prompt_ids: Sequence[int]) -> AsyncIterator[TokenDelta]:
+    async def generate(
+        self, request: GenerateRequest, prompt_ids: Sequence[int], grammar: Any = None
+    ) -> AsyncIterator[TokenDelta]:
+        """grammar: the compiled guided-decoding constraint (compile it off the loop: `engine.structured`)."""
         if self.error is not None:
             raise errors.EngineDead(f"the engine has failed: {type(self.error).__name__}") from self.error
         rid = request.request_id
@@ -102,6 +106,7 @@ class AsyncEngine:
         state = _Request(
             request=request,
             prompt_ids=list(prompt_ids),
+            grammar=grammar,
             queue=asyncio.Queue(),
             detok=IncrementalDetokenizer(self._tokenizer, prompt_ids),
             stop=StopStringMatcher(stopping.stop, include_stop=stopping.include_stop),
@@ -172,7 +177,7 @@ class AsyncEngine:
                 deliveries.append((state, TokenDelta(finish=_cancelled(state))))
                 continue
             try:
-                engine.add_request(state.request, state.prompt_ids)
+                engine.add_request(state.request, state.prompt_ids, state.grammar)
             except errors.GatewayError as exc:
                 deliveries.append((state, exc))
                 continue

@@ -23,6 +23,8 @@ import logging
 import random
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,6 +41,7 @@ from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
 from trt_gateway.engine.speculative.draft_model import DraftModel
 from trt_gateway.engine.speculative.planner import SpeculationPlanner
+from trt_gateway.engine.structured_output import GrammarBackend
 from trt_gateway.engine.validation import validate_request
 from trt_gateway.types import FinishReason, GenerateRequest, Usage
 
@@ -101,6 +104,9 @@ class LLMEngine:
         self._pending: collections.deque[tuple[str, FinishReason]] = collections.deque()
         self._arrivals = 0
         self._rng = random.Random(config.seed)
+        self.structured = GrammarBackend(
+            Path(config.model) / "tokenizer.json", self.model_config.vocab_size, self.eos_token_ids
+        )
         logger.info(
             "engine ready: %s on %s/%s, max_model_len=%d, %d KV blocks of %d tokens",
             self.model_config.architecture,
@@ -136,8 +142,14 @@ class LLMEngine:
         return len(self._seqs)
 
     # -- requests -----------------------------------------------------------------------------------------------
-    def add_request(self, request: GenerateRequest, prompt_token_ids: SequenceOf[int]) -> None:
-        """Queue a request. Raises errors.InvalidArgument naming the field when it cannot be served."""
+    def add_request(
+        self, request: GenerateRequest, prompt_token_ids: SequenceOf[int], grammar: Any = None
+    ) -> None:
+        """Queue a request. Raises errors.InvalidArgument naming the field when it cannot be served.
+
+        grammar: the request's compiled guided-decoding constraint (`self.structured.compile`), compiled here when
+        not given; callers on an event loop compile it in a worker thread first.
+        """
         if request.request_id in self._seqs:
             raise errors.InvalidArgument(f"request id {request.request_id!r} is already running", field="request_id")
         validate_request(
@@ -147,6 +159,8 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             max_top_logprobs=self.config.max_top_logprobs,
         )
+        if request.guided.kind is not None and grammar is None:
+            grammar = self.structured.compile(request.guided)
         lora = self._acquire_adapter(request.adapter)
         seed = request.sampling.seed if request.sampling.seed is not None else self._rng.getrandbits(63)
         seq = Sequence(
@@ -154,6 +168,8 @@ class LLMEngine:
         )
         if lora is not None:
             seq.lora, seq.cache_salt = lora, lora.cache_salt
+        if grammar is not None:
+            seq.grammar = self.structured.matcher(grammar)
         self._arrivals += 1
         self._seqs[request.request_id] = seq
         self.scheduler.add(seq)

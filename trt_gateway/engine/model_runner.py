@@ -26,6 +26,7 @@ from trt_gateway.engine.scheduler import ScheduledSeq, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
 from trt_gateway.engine.speculative.draft_model import DraftModel
 from trt_gateway.engine.speculative.rejection import accept_key, verify
+from trt_gateway.engine.structured_output import fill_bitmask
 
 Sampled = dict[int, tuple[SampledToken, ...]]  # seq_id -> the tokens a step produced for it, in order
 
@@ -69,8 +70,9 @@ class ModelRunner:
         logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
         if not any(item.num_spec for item in sampling):
             seqs = [item.seq for item in sampling]
-            out = self.sampler(logits, SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device))
-            return _to_host(seqs, out)
+            batch = SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device)
+            bitmask = fill_bitmask(seqs, [()] * len(seqs), self.model_cfg.vocab_size, self.device)
+            return _to_host(seqs, self.sampler(logits, batch, bitmask))
         return self._verify(sampling, logits, draft_probs)
 
     def prepare(self, scheduled: SequenceOf[ScheduledSeq]) -> ForwardBatch:
@@ -100,7 +102,8 @@ class ModelRunner:
         # Row j of a sequence is processed (penalties, min_tokens, ...) as if its first j drafts were accepted.
         rows = [DraftRow(s, tuple(s.spec_token_ids[:j])) for s, k in zip(seqs, ks, strict=True) for j in range(k + 1)]
         batch = SamplingBatch.from_sequences(rows, vocab, device)
-        processed = self.sampler.process(logits, batch)
+        bitmask = fill_bitmask(seqs, [s.spec_token_ids for s in seqs], vocab, device)
+        processed = self.sampler.process(logits, batch, bitmask)
         # [S, K + 1] row of (sequence, position); positions past a sequence's k repeat its last row (masked anyway)
         index = [[f + min(j, k) for j in range(width + 1)] for f, k in zip(first, ks, strict=True)]
         if draft_probs is not None:  # the draft model returned rows only for the sequences that drafted

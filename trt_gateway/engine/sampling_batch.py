@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -34,6 +34,8 @@ class SamplingRow(Protocol):
     def output_token_ids(self) -> SequenceOf[int]: ...
     @property
     def stop_token_ids(self) -> frozenset[int]: ...
+    @property
+    def grammar(self) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,10 @@ class DraftRow:
     @property
     def stop_token_ids(self) -> frozenset[int]:
         return self.seq.stop_token_ids
+
+    @property
+    def grammar(self) -> Any:
+        return self.seq.grammar
 
 
 def noise_key(seed: int, position: int) -> tuple[int, int]:
@@ -163,11 +169,12 @@ def _bias(seqs: SequenceOf[SamplingRow], device: torch.device) -> tuple[torch.Te
 
 
 def _banned_before_min_tokens(seqs: SequenceOf[SamplingRow], device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Stop tokens (EOS unless ignore_eos, and stop_token_ids) of rows that have not produced min_tokens yet."""
+    """Stop tokens (EOS unless ignore_eos, and stop_token_ids) of rows that have not produced min_tokens yet.
+    Guided rows are exempt: their grammar decides when the output is complete."""
     entries = [
         (row, tok)
         for row, s in enumerate(seqs)
-        if s.num_output_tokens < s.request.stopping.min_tokens
+        if s.num_output_tokens < s.request.stopping.min_tokens and s.grammar is None
         for tok in s.stop_token_ids
     ]
     if not entries:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trt_gateway.types import FinishReason, GenerateRequest, Usage
 
@@ -75,6 +75,7 @@ class Sequence:
         self.num_draft_computed_tokens = 0
         self.num_draft_tokens = 0
         self.num_accepted_tokens = 0
+        self.grammar: Any = None  # xgrammar GrammarMatcher of a guided request (engine/structured_output.py)
         stopping = request.stopping
         eos = () if stopping.ignore_eos else eos_token_ids
         self.stop_token_ids = frozenset(eos) | frozenset(stopping.stop_token_ids)
@@ -132,6 +133,10 @@ class Sequence:
 
     def append(self, sample: SampledToken) -> None:
         self.token_ids.append(sample.token_id)
+        if self.grammar is not None and not self.grammar.is_terminated():
+            # Sampling only picks allowed tokens; a refusal here means a forced token broke the grammar.
+            if not self.grammar.accept_token(sample.token_id):
+                raise RuntimeError(f"{self!r}: token {sample.token_id} violates its grammar")
         if self.request.response.logprobs or self.request.response.top_logprobs:
             self.logprobs.append(sample)
 
@@ -141,6 +146,9 @@ class Sequence:
         stopping = self.request.stopping
         # min_tokens is also enforced in the sampler (stop ids are masked); this keeps it true for forced tokens too.
         if last in self.stop_token_ids and self.num_output_tokens >= stopping.min_tokens:
+            self.matched_stop_token_id = last
+            return FinishReason.STOP_TOKEN
+        if self.grammar is not None and self.grammar.is_terminated():  # the grammar is complete and took EOS
             self.matched_stop_token_id = last
             return FinishReason.STOP_TOKEN
         if self.num_output_tokens >= stopping.max_tokens or self.num_tokens >= max_model_len:

@@ -93,6 +93,7 @@ class NativeExecutor(Executor):
         from trt_gateway.engine.async_engine import AsyncEngine
         from trt_gateway.engine.chat_template import ChatTemplate
         from trt_gateway.engine.config import EngineConfigError
+        from trt_gateway.engine import structured_output
         from trt_gateway.engine.llm_engine import LLMEngine
 
         tokenizer_file = self.model_path / "tokenizer.json"
@@ -119,6 +120,7 @@ class NativeExecutor(Executor):
                 lora=engine.lora is not None,
                 max_lora_rank=self.engine_config.max_lora_rank if engine.lora is not None else 0,
                 max_loras=self.engine_config.max_loras,
+                guided=structured_output.KINDS if structured_output.available() else (),
                 speculative=self.engine_config.speculative_mode,
                 num_draft_tokens=self.engine_config.num_draft_tokens if self.engine_config.speculative_mode else 0,
             ),
@@ -177,10 +179,14 @@ class NativeExecutor(Executor):
             ids = self._render(prompt.messages)
         else:
             ids = self._encode(prompt.text or "", True)
+        # Compile the grammar in a thread (a new JSON schema can take a while; a known one is a cache hit).
+        grammar = None
+        if request.guided.kind is not None:
+            grammar = await asyncio.to_thread(self._async_engine.engine.structured.compile, request.guided)
         # Pin the adapter first, in a thread: an evicted adapter is read from disk here, not in the engine thread.
         ref = await self._pin_adapter(request.adapter) if request.adapter else None
         try:
-            async for delta in self._async_engine.generate(request, ids):
+            async for delta in self._async_engine.generate(request, ids, grammar):
                 yield delta
         finally:
             if ref is not None:
