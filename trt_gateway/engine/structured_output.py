@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from trt_gateway.engine.sequence import Sequence
 
 KINDS = ("json_schema", "regex", "grammar", "choice")
-MAX_ROLLBACK = 17  # a verify step accepts up to 16 drafts tentatively (num_draft_tokens <= 16), plus one
 
 
 def available() -> bool:
@@ -94,7 +93,7 @@ class GrammarBackend:
     def matcher(self, compiled: Any) -> Any:
         import xgrammar as xgr
 
-        return xgr.GrammarMatcher(compiled, max_rollback_tokens=MAX_ROLLBACK)
+        return xgr.GrammarMatcher(compiled)  # rollback depth is unlimited in xgrammar >= 0.1.25
 
 
 def choice_grammar(choices: SequenceOf[str]) -> str:
@@ -103,7 +102,9 @@ def choice_grammar(choices: SequenceOf[str]) -> str:
 
 
 def _ebnf_literal(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
