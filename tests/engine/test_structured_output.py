@@ -101,7 +101,7 @@ def test_grammar_output_follows_the_ebnf(tokenizer):
     requests = [
         guided_request(f"g{s}", GuidedDecoding(grammar=grammar), s, temperature=1.0, max_tokens=200) for s in range(8)
     ]
-    for rid, (text, reason) in texts(engine, tokenizer, requests).items():
+    for _rid, (text, reason) in texts(engine, tokenizer, requests).items():
         if reason is FinishReason.STOP_TOKEN:
             assert re.fullmatch(r"\([1-9][0-9]?( \+ [1-9][0-9]?)*\)", text), text
         else:  # the grammar is recursive: a long sum may meet max_tokens, but never leaves the language
@@ -121,9 +121,10 @@ def test_guided_and_unguided_requests_share_a_batch(tokenizer):
 
 
 def test_greedy_guided_output_is_the_same_with_speculation(tokenizer):
-    requests = lambda: [
-        guided_request(f"p{s}", GuidedDecoding(json_schema=SCHEMA), s, temperature=0.0) for s in range(2)
-    ]  # noqa: E731
+    def requests():
+        return [
+            guided_request(f"p{s}", GuidedDecoding(json_schema=SCHEMA), s, temperature=0.0) for s in range(2)
+        ]
     base = texts(make_engine(DEMO_MODEL, block_size=16), tokenizer, requests())
     for spec in ({"speculative_mode": "ngram"}, {"speculative_mode": "draft", "draft_model": str(DEMO_DRAFT)}):
         assert texts(make_engine(DEMO_MODEL, block_size=16, **spec), tokenizer, requests()) == base

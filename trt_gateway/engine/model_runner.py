@@ -70,9 +70,9 @@ class ModelRunner:
         logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
         if not any(item.num_spec for item in sampling):
             seqs = [item.seq for item in sampling]
-            batch = SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device)
+            params = SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device)
             bitmask = fill_bitmask(seqs, [()] * len(seqs), self.model_cfg.vocab_size, self.device)
-            return _to_host(seqs, self.sampler(logits, batch, bitmask))
+            return _to_host(seqs, self.sampler(logits, params, bitmask))
         return self._verify(sampling, logits, draft_probs)
 
     def prepare(self, scheduled: SequenceOf[ScheduledSeq]) -> ForwardBatch:
