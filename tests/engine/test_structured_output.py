@@ -174,3 +174,22 @@ def test_opting_out_of_speculation_still_guides(tokenizer):
         guided_request("p", GuidedDecoding(json_schema=SCHEMA), 1), speculative=SpeculativeOptions(enabled=False)
     )
     Person.model_validate_json(texts(engine, tokenizer, [request])["p"][0])
+
+
+def test_a_grammar_dead_end_fails_only_that_request():
+    """If a grammar ever refuses the sampled token, that sequence ends with ERROR (an Internal error), the engine
+    and the rest of the batch go on."""
+    from trt_gateway.engine.sequence import SampledToken, Sequence
+
+    class Refusing:  # the matcher surface Sequence uses
+        def is_terminated(self) -> bool:
+            return False
+
+        def accept_token(self, token: int) -> bool:
+            return False
+
+    seq = Sequence(make_request("r"), [5, 6], arrival_index=0, eos_token_ids=(2,), seed=0)
+    seq.grammar = Refusing()
+    seq.append(SampledToken(9))
+    assert seq.check_stop(max_model_len=100) is FinishReason.ERROR
+    assert isinstance(seq.error, errors.Internal) and "allows no token" in seq.error.message

@@ -200,7 +200,7 @@ class LLMEngine:
                 if item.num_spec and item.seq.seq_id in sampled:
                     self.speculation.stats.record(item.num_spec, len(sampled[item.seq.seq_id]) - 1)
         for seq, num_new in self.scheduler.postprocess(scheduled, sampled):
-            outputs.append(self._output(seq, num_new=num_new))
+            outputs.append(self._output(seq, num_new=num_new, error=seq.error))
             if seq.is_finished:
                 self._retire(seq)
         return outputs

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from trt_gateway import errors
 from trt_gateway.types import FinishReason, GenerateRequest, Usage
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Sequence:
         self.num_draft_tokens = 0
         self.num_accepted_tokens = 0
         self.grammar: Any = None  # xgrammar GrammarMatcher of a guided request (engine/structured_output.py)
+        self.error: errors.GatewayError | None = None  # why this sequence failed on its own (ends it with ERROR)
         stopping = request.stopping
         eos = () if stopping.ignore_eos else eos_token_ids
         self.stop_token_ids = frozenset(eos) | frozenset(stopping.stop_token_ids)
@@ -134,14 +136,19 @@ class Sequence:
     def append(self, sample: SampledToken) -> None:
         self.token_ids.append(sample.token_id)
         if self.grammar is not None and not self.grammar.is_terminated():
-            # Sampling only picks allowed tokens; a refusal here means a forced token broke the grammar.
+            # Sampling only picks allowed tokens, so a refusal means the grammar left no token to pick: fail this
+            # request alone (check_stop ends it), never the engine.
             if not self.grammar.accept_token(sample.token_id):
-                raise RuntimeError(f"{self!r}: token {sample.token_id} violates its grammar")
+                self.error = errors.Internal(
+                    f"guided decoding reached a state its grammar allows no token from (token {sample.token_id})"
+                )
         if self.request.response.logprobs or self.request.response.top_logprobs:
             self.logprobs.append(sample)
 
     def check_stop(self, max_model_len: int) -> FinishReason | None:
         """After appending a token: the reason to stop now, or None. Stop tokens win over length limits."""
+        if self.error is not None:
+            return FinishReason.ERROR
         last = self.token_ids[-1]
         stopping = self.request.stopping
         # min_tokens is also enforced in the sampler (stop ids are masked); this keeps it true for forced tokens too.
