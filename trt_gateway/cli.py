@@ -39,7 +39,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 50051; 0 picks a free one)")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default: off)")
-    p.add_argument("--executor", help="executor name: native (default), trtllm, echo, or a plug-in")
+    p.add_argument("--executor", help="executor name: native (default), trtllm, vllm, echo, or a plug-in")
     p.add_argument("--model", help="HF checkpoint directory (default: the embedded demo model)")
     p.add_argument("--served-name", help="model name clients use (default: the checkpoint directory name)")
     p.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",

@@ -57,7 +57,7 @@ def test_unknown_name_lists_the_available_ones(monkeypatch) -> None:
         registry.create(ExecutorConfig(name="vllmx"))
     message = str(err.value)
     assert "executor.name" in message and "'vllmx'" in message
-    assert "available: echo, native, trtllm, zeta" in message  # sorted, plug-ins included
+    assert "available: echo, native, trtllm, vllm, zeta" in message  # sorted, plug-ins included
     assert "elsewhere" not in message
     assert seen and set(seen) == {"trt_gateway.executors"}
 

@@ -90,10 +90,10 @@ class NativeExecutor(Executor):
     async def start(self) -> None:
         from tokenizers import Tokenizer
 
+        from trt_gateway.engine import structured_output
         from trt_gateway.engine.async_engine import AsyncEngine
         from trt_gateway.engine.chat_template import ChatTemplate
         from trt_gateway.engine.config import EngineConfigError
-        from trt_gateway.engine import structured_output
         from trt_gateway.engine.llm_engine import LLMEngine
 
         tokenizer_file = self.model_path / "tokenizer.json"

@@ -23,6 +23,7 @@ BUILTIN = {
     "echo": "trt_gateway.executors.echo:EchoExecutor.from_config",
     "native": "trt_gateway.executors.native:NativeExecutor.from_config",
     "trtllm": "trt_gateway.executors.trtllm:TrtllmExecutor.from_config",
+    "vllm": "trt_gateway.executors.vllm:VllmExecutor.from_config",
 }
 
 Factory = Callable[[ExecutorConfig], Executor]

@@ -1,0 +1,64 @@
+"""Helpers for the vllm tests: a model directory the double accepts, configs, requests, adapters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from trt_gateway.config import ExecutorConfig, from_mapping
+from trt_gateway.executors.vllm import VllmExecutor
+from trt_gateway.types import GenerateRequest, Prompt, TokenDelta
+
+
+def write_model(path: Path, **config: Any) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(
+        {"architectures": ["LlamaForCausalLM"], "vocab_size": 259, "max_position_embeddings": 512, "eos_token_id": 2,
+         **config}
+    ))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2]}))
+    return str(path)
+
+
+def write_adapter(root: Path, name: str, r: int = 8, modules: Sequence[str] = ("q_proj", "v_proj"),
+                  weights: bool = True) -> str:
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": r, "lora_alpha": 2 * r, "target_modules": list(modules)}))
+    if weights:
+        (path / "adapter_model.safetensors").write_bytes(b"\0")
+    return str(path)
+
+
+def executor_section(model: str, **kwargs: Any) -> dict[str, Any]:
+    options = {"start_in_thread": False, **kwargs.pop("options", {})}
+    return {"name": "vllm", "model": model, "options": options, **kwargs}
+
+
+def executor_config(model: str, **kwargs: Any) -> ExecutorConfig:
+    return from_mapping({"executor": executor_section(model, **kwargs)}).executor
+
+
+async def started(model: str, **kwargs: Any) -> VllmExecutor:
+    executor = VllmExecutor.from_config(executor_config(model, **kwargs))
+    await executor.start()
+    return executor
+
+
+def req(text: str | None = "hello", request_id: str = "r1", **kwargs: Any) -> GenerateRequest:
+    prompt = kwargs.pop("prompt", None) or Prompt(text=text)
+    return GenerateRequest(request_id=request_id, model=kwargs.pop("model", "tiny-llama"), prompt=prompt, **kwargs)
+
+
+async def collect(executor: VllmExecutor, request: GenerateRequest) -> list[TokenDelta]:
+    return [d async for d in executor.generate(request)]
+
+
+def text_of(deltas: Sequence[TokenDelta]) -> str:
+    return "".join(d.text for d in deltas)
+
+
+def ids_of(deltas: Sequence[TokenDelta]) -> list[int]:
+    return [t for d in deltas for t in d.token_ids]
