@@ -6,7 +6,6 @@ Every `serve` flag has a config-file twin (`--config FILE`, TOML or JSON); flags
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -62,6 +61,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--max-queued-tokens", type=int, help="tokens the waiting requests may need, at most")
     p.add_argument("--grace-period", type=float, help="seconds in-flight streams get on SIGTERM")
     p.add_argument("--stall-timeout", type=float, help="abort a stream whose client reads nothing this long (0 = never)")
+    p.add_argument("--stream-coalesce-tokens", type=int,
+                   help="merge deltas queued behind a lagging stream into chunks of up to N tokens (1 = off; "
+                   "default 64)")
+    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), help="event loop (uvloop: pip install uvloop)")
     p.add_argument("--log-requests", action="store_true", default=None,
                    help="log prompts and outputs (off by default: they may hold user data)")
     p.add_argument("--api-key", action="append", default=[], help="require this API key; repeatable")
@@ -89,6 +92,8 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     put(server, "metrics_port", args.metrics_port)
     put(server, "grace_period_s", args.grace_period)
     put(server, "stall_timeout_s", args.stall_timeout)
+    put(server, "stream_coalesce_tokens", args.stream_coalesce_tokens)
+    put(server, "event_loop", args.event_loop)
     put(server, "log_requests", args.log_requests)
     put(server, "api_keys", list(args.api_key))
     put(tls, "cert_file", args.tls_cert)
@@ -122,7 +127,7 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from trt_gateway import log as gateway_log
-    from trt_gateway.server.app import serve
+    from trt_gateway.server.app import run
 
     gateway_log.configure(args.log_level)
     try:
@@ -132,7 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"trt-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(config))
+        return run(config)
     except ConfigError as exc:  # raised while building the executor, e.g. an unknown name or option
         print(f"trt-gateway: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -67,7 +67,9 @@ async def test_queue_position_is_reported_while_waiting_and_updates() -> None:
 
 async def test_a_stalled_reader_is_aborted_after_the_stall_timeout() -> None:
     engine = EchoExecutor()
-    async with running(engine, server={"stall_timeout_s": 0.5}) as server:
+    # One chunk per token (no coalescing), so that 4,000 tokens overfill the window; test_server_coalescing.py has
+    # the same with coalescing on.
+    async with running(engine, server={"stall_timeout_s": 0.5, "stream_coalesce_tokens": 1}) as server:
         # No BDP probing: the client's flow-control window stays at its initial 64 KiB, as a stalled client's would.
         async with grpc.aio.insecure_channel(target(server), options=[("grpc.http2.bdp_probe", 0)]) as channel:
             stub = pb_grpc.GatewayStub(channel)

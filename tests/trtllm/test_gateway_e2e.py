@@ -22,7 +22,10 @@ from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
 @asynccontextmanager
 async def gateway(model: str, **section: Any) -> AsyncIterator[tuple[TrtllmExecutor, pb_grpc.GatewayStub]]:
     executor = TrtllmExecutor.from_config(executor_config(model, **section))
-    async with running(engine=executor, executor=executor_section(model, **section)) as server:
+    # One chunk per executor delta: these tests look at how engine steps map to deltas, which the server's
+    # coalescing of lagging streams (tested in tests/server) would otherwise blur.
+    server_section = {"stream_coalesce_tokens": 1}
+    async with running(engine=executor, server=server_section, executor=executor_section(model, **section)) as server:
         async with grpc.aio.insecure_channel(target(server)) as channel:
             yield executor, pb_grpc.GatewayStub(channel)
 

@@ -175,6 +175,20 @@ class RetryPolicy:
         return {"retry": tenacity.retry_if_exception(self.should_retry), "wait": wait, "stop": stop, "reraise": True}
 
 
+def replay_first(exc: BaseException) -> Callable[[], None]:
+    """A callable that raises `exc` on its first call and does nothing after. The clients run a call's first attempt
+    outside tenacity (its machinery is most of a short call's client-side cost) and, when that attempt failed with a
+    retryable error, hand tenacity an attempt function that starts with this replay, so tenacity counts the first
+    failure exactly as if it had made that attempt itself."""
+    pending: list[BaseException] = [exc]
+
+    def replay() -> None:
+        if pending:
+            raise pending.pop()
+
+    return replay
+
+
 def error_from_rpc(exc: grpc.RpcError) -> errors.GatewayError:
     """Turn a received status (sync `RpcError` or `AioRpcError`) into the typed error of the one table."""
     call = cast(grpc.Call, exc)

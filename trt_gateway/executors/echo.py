@@ -189,12 +189,14 @@ class EchoExecutor(Executor):
                 return
             text = stop.push(decoder.decode(bytes([token])))
             matched = stop.matched
-            lp = (TokenLogprob(token, chr(token), 0.0, (TopLogprob(token, chr(token), 0.0),)[: r.top_logprobs]),)
+            lp: tuple[TokenLogprob, ...] = ()
+            if r.logprobs:  # built only when asked for: this loop is the benchmarks' token source
+                lp = (TokenLogprob(token, chr(token), 0.0, (TopLogprob(token, chr(token), 0.0),)[: r.top_logprobs]),)
             if matched is not None:
-                yield TokenDelta(text=text, token_ids=(token,), logprobs=lp if r.logprobs else ())
+                yield TokenDelta(text=text, token_ids=(token,), logprobs=lp)
                 yield self._finish(FinishReason.STOP_STRING, prompt, generated, matched=matched)
                 return
-            yield TokenDelta(text=text, token_ids=(token,), logprobs=lp if r.logprobs else ())
+            yield TokenDelta(text=text, token_ids=(token,), logprobs=lp)
 
     def _finish(
         self,

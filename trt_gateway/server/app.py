@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -19,7 +20,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from trt_gateway import adapter_paths
-from trt_gateway.config import GatewayConfig, ServerConfig
+from trt_gateway.config import ConfigError, GatewayConfig, ServerConfig
 from trt_gateway.executors import registry
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.server.auth import ApiKeyInterceptor
@@ -180,3 +181,20 @@ async def serve(config: GatewayConfig, executor: Executor | None = None) -> int:
     await server.wait_stopped()
     await server.stop(1.0 if server.engine_died else None)  # a dead engine has nothing left to drain
     return EXIT_ENGINE_DEAD if server.engine_died else 0
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `server.event_loop` names; None = asyncio's own. uvloop is optional, never required."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError as exc:
+        raise ConfigError("server.event_loop = 'uvloop' needs the uvloop package: pip install uvloop") from exc
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def run(config: GatewayConfig, executor: Executor | None = None) -> int:
+    """`serve` on the configured event loop, from synchronous code (the CLI). Returns the process exit code."""
+    with asyncio.Runner(loop_factory=loop_factory(config.server.event_loop)) as runner:
+        return runner.run(serve(config, executor))

@@ -101,9 +101,10 @@ def prompt_info(p: t.PromptInfo) -> pb.PromptInfo:
 
 
 def stream_chunk(request_id: str, index: int, delta: t.TokenDelta, adapter: str = "") -> pb.GenerateStreamResponse:
-    chunk = pb.GenerateStreamResponse(
-        request_id=request_id, index=index, text=delta.text, token_ids=delta.token_ids, logprobs=logprobs(delta.logprobs)
-    )
+    # Once per chunk: only the fields that are set, so a plain token chunk builds nothing it does not send.
+    chunk = pb.GenerateStreamResponse(request_id=request_id, index=index, text=delta.text, token_ids=delta.token_ids)
+    if delta.logprobs:
+        chunk.logprobs.extend(logprobs(delta.logprobs))
     if delta.prompt is not None:
         chunk.prompt.CopyFrom(prompt_info(delta.prompt))
     if delta.finish is not None:

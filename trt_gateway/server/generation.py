@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from trt_gateway import errors
@@ -78,7 +78,7 @@ async def run(
     request: GenerateRequest,
     n: int,
     progress: Progress,
-) -> AsyncIterator[tuple[int, TokenDelta | Queued]]:
+) -> AsyncGenerator[tuple[int, TokenDelta | Queued], None]:
     """Yield (output index, delta) until every output has finished; (-1, Queued) while waiting, if asked."""
     handle = registry.add(request.request_id, n)
     try:
@@ -92,9 +92,17 @@ async def run(
     except BaseException:
         registry.remove(handle)
         raise
-    subs = [request] if n == 1 else [_sub_request(request, sub_id, i) for i, sub_id in enumerate(handle.sub_ids)]
     unfinished = set(range(n))
     try:
+        if n == 1:  # the common case: no tasks, no queue hop, no extra generator layer per token
+            async for delta in executor.generate(request):
+                if delta.token_ids and progress.first_token_at is None:
+                    progress.first_token_at = time.monotonic()
+                if delta.finish is not None:
+                    unfinished.clear()
+                yield 0, delta
+            return
+        subs = [_sub_request(request, sub_id, i) for i, sub_id in enumerate(handle.sub_ids)]
         async for index, delta in _merge(executor, subs):
             if delta.token_ids and progress.first_token_at is None:
                 progress.first_token_at = time.monotonic()
@@ -182,10 +190,7 @@ def _sub_request(request: GenerateRequest, sub_id: str, index: int) -> GenerateR
 
 
 async def _merge(executor: Executor, subs: list[GenerateRequest]) -> AsyncIterator[tuple[int, TokenDelta]]:
-    if len(subs) == 1:  # the common case: no tasks, no queue hop
-        async for delta in executor.generate(subs[0]):
-            yield 0, delta
-        return
+    """The deltas of n > 1 executor requests, as they arrive, tagged with their output index."""
     queue: asyncio.Queue[tuple[int, TokenDelta | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int, sub: GenerateRequest) -> None:
