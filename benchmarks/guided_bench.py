@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trt_gateway.engine import EngineConfig, LLMEngine
 from trt_gateway.executors.native import DEMO_MODEL
 from trt_gateway.types import GenerateRequest, GuidedDecoding, Prompt, SamplingParams, StoppingCriteria
@@ -65,7 +67,16 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is steadier "
+        "on a shared machine, where spinning OpenMP threads slow down 10-100x",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from tokenizers import Tokenizer
 
@@ -106,6 +117,7 @@ def main() -> None:
                 "device": str(engine.device),
                 "model": str(args.model),
                 "max_tokens": args.max_tokens,
+                "torch_threads": torch.get_num_threads(),
                 "repeats": args.repeats,
                 "compile_ms": {"cold": round(1000 * (t1 - t0), 3), "cached": round(1000 * (t2 - t1), 3)},
                 **results,

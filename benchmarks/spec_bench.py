@@ -31,18 +31,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from trt_gateway.engine import EngineConfig, LLMEngine
 from trt_gateway.executors.native import DEMO_MODEL
 from trt_gateway.types import GenerateRequest, Prompt, SamplingParams, StoppingCriteria
 
 DEMO_DRAFT = DEMO_MODEL.parent / "draft"
 
-CODE = '''def mean(values):
+CODE = """def mean(values):
     total = 0
     for value in values:
         total += value
     return total / len(values)
-'''
+"""
 PROMPTS = {
     "repetition": "Shopping list: apples, bread, milk, eggs, butter, cheese. Shopping list: apples, bread, milk, eggs, "
     "butter, cheese. Shopping list: apples, bread,",
@@ -104,7 +106,16 @@ def main() -> None:
     parser.add_argument("--num-draft-tokens", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16, help="requests at once for the load figure")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0: torch's default); 1 is steadier "
+        "on a shared machine, where spinning OpenMP threads slow down 10-100x",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from tokenizers import Tokenizer
 
@@ -163,6 +174,7 @@ def main() -> None:
                 "model": str(args.model),
                 "draft_model": str(args.draft_model),
                 "max_tokens": args.max_tokens,
+                "torch_threads": torch.get_num_threads(),
                 "num_draft_tokens": args.num_draft_tokens,
                 "speculative_max_batch": EngineConfig(model="").speculative_max_batch,
                 "repeats": args.repeats,
