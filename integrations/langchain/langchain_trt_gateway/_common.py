@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import LangSmithParams
 from langchain_core.messages.ai import UsageMetadata
@@ -28,6 +28,7 @@ DEFAULT_TARGET = "localhost:50051"
 REQUEST_KEYS = frozenset(GENERATE_KEYWORDS - {"text", "messages", "token_ids", "n", "echo", "prompt_token_ids"})
 _CALL_OPTIONS = frozenset({"timeout"})  # per-call options that are not request fields
 _IGNORED = frozenset({"stream"})  # LangChain's own streaming switch; it reaches `_generate` as a kwarg
+GUIDED_KEYS = frozenset({"json_schema", "regex", "grammar", "choice"})  # guided decoding: structured output
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,11 @@ class GatewayFields(BaseModel):
     # -- one call -------------------------------------------------------------------------------------------------
 
     def _resolve(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> ResolvedCall:
-        """Instance defaults, then `model_kwargs`, then per-call keywords (a per-call None removes a default)."""
+        """Instance defaults, then `model_kwargs`, then per-call keywords (a per-call None removes a default).
+
+        A guided (structured) request with no temperature set anywhere is greedy: structured output wants the most
+        likely valid value, and sampling makes a small model wander inside open strings until `max_tokens`.
+        """
         unknown = sorted(set(kwargs) - REQUEST_KEYS - _CALL_OPTIONS - _IGNORED)
         if unknown:
             raise TypeError(
@@ -161,6 +166,8 @@ class GatewayFields(BaseModel):
         params = {**defaults, **self.model_kwargs, **{k: v for k, v in kwargs.items() if k in REQUEST_KEYS}}
         stops = stop if stop is not None else params.pop("stop", None) or self.stop
         params["stop"] = list(stops) if stops else None
+        if params.get("temperature") is None and any(params.get(k) is not None for k in GUIDED_KEYS):
+            params["temperature"] = 0.0
         return ResolvedCall({k: v for k, v in params.items() if v is not None}, kwargs.get("timeout"))
 
     def _cached_info(self, model: str) -> ModelInfo | None:
@@ -214,7 +221,9 @@ class GatewayFields(BaseModel):
                     continue
                 yield _piece(chunk, name, call)
 
-    def _ls_params(self, stop: list[str] | None, kwargs: dict[str, Any], model_type: str) -> LangSmithParams:
+    def _ls_params(
+        self, stop: list[str] | None, kwargs: dict[str, Any], model_type: Literal["chat", "llm"]
+    ) -> LangSmithParams:
         """LangSmith's standard params for one call (`_get_ls_params` of both classes)."""
         call = self._resolve(stop, kwargs)
         params = LangSmithParams(ls_provider=PROVIDER, ls_model_name=call.model or "default", ls_model_type=model_type)

@@ -2,26 +2,30 @@
 
 Messages go to the gateway as {"role", "content"} pairs and the server applies the model's chat template. Streams
 are the gateway's own token deltas; the final chunk alone carries `usage_metadata` and the finish metadata.
+Structured output and forced tool calls use the server's guided decoding (see _structured.py and _tools.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
-from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage, ToolMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema
 from pydantic import BaseModel, model_validator
 from trt_gateway.client import Completion
 
 from langchain_trt_gateway._common import (
+    GUIDED_KEYS,
     GatewayFields,
     Piece,
     ResolvedCall,
@@ -29,14 +33,26 @@ from langchain_trt_gateway._common import (
     token_usage,
     usage_metadata,
 )
+from langchain_trt_gateway._structured import GuidedJsonOutputParser, is_pydantic_class
+from langchain_trt_gateway._tools import DEFAULT_TOOL_PROMPT, ToolPlan, format_tools, render_tool_calls
 from langchain_trt_gateway._version import __version__
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
 StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
 
 
-def to_gateway_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages as the gateway's {"role", "content"} pairs. Text only: the gateway serves text models."""
+# Content blocks that restate an AI message's tool calls (Anthropic's "tool_use", v1 "tool_call"): the calls are
+# sent from `tool_calls`, so these are skipped rather than refused.
+_TOOL_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "tool_call_chunk", "function_call"})
+
+
+def to_gateway_messages(messages: Sequence[BaseMessage], tool_role: str = "tool") -> list[dict[str, str]]:
+    """LangChain messages as the gateway's {"role", "content"} pairs. Text only: the gateway serves text models.
+
+    An AI message's tool calls are appended to its text as JSON lines {"name", "arguments"} (the shape a tool call
+    is generated in). A tool result goes as a `tool_role` message; when that role is not "tool" (a chat template
+    without a tool role), its text says which tool it comes from.
+    """
     out = []
     for i, m in enumerate(messages):
         role = m.role if isinstance(m, ChatMessage) else _ROLES.get(m.type)
@@ -44,9 +60,19 @@ def to_gateway_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]
             raise ValueError(f"messages[{i}]: message type {m.type!r} has no chat role on the gateway")
         if isinstance(m.content, list):
             kinds = {b.get("type") if isinstance(b, dict) else "text" for b in m.content} - {"text"}
+            if isinstance(m, AIMessage):
+                kinds -= _TOOL_CALL_BLOCKS
             if kinds:
                 raise ValueError(f"messages[{i}]: the gateway takes text only, not {sorted(map(str, kinds))} blocks")
-        out.append({"role": role, "content": m.text})
+        content = str(m.text)
+        if isinstance(m, AIMessage) and m.tool_calls:
+            content = "\n".join(filter(None, [content, render_tool_calls(m.tool_calls)]))
+        if isinstance(m, ToolMessage):
+            role = tool_role
+            if tool_role != "tool":
+                failed = " failed" if m.status == "error" else ""
+                content = f"Result of tool {m.name or 'call'} (call {m.tool_call_id}){failed}:\n{content}"
+        out.append({"role": role, "content": content})
     return out
 
 
@@ -61,12 +87,18 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
             print(chunk.text, end="")
 
     Per-call keyword arguments (`invoke(..., model=..., adapter=..., temperature=...)` or `.bind(...)`) are request
-    fields of the gateway client and override the constructor's. `with_structured_output` uses the server's guided
-    decoding by JSON schema; a server without it refuses with `trt_gateway.errors.Unimplemented`.
+    fields of the gateway client and override the constructor's. `with_structured_output` and forced tool calls
+    (`bind_tools(..., tool_choice="any" | <name>)`) use the server's guided decoding by JSON schema; a server
+    without it refuses with `trt_gateway.errors.Unimplemented`. A guided call with no temperature set is greedy.
     """
 
     streaming: bool = False
     """Make `invoke` go through the stream (so streaming callbacks see tokens)."""
+    tool_prompt: str = DEFAULT_TOOL_PROMPT
+    """System text describing bound tools; `{tools}` becomes one JSON line per tool. "" sends no description."""
+    tool_role: str = "tool"
+    """The chat role tool results (`ToolMessage`) are sent with. Templates of tool-trained models take "tool"; one
+    that knows only system/user/assistant (the demo model's) needs "user"."""
 
     @model_validator(mode="after")
     def _set_trt_gateway_version(self) -> ChatTrtGateway:
@@ -82,7 +114,8 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         return self._identifying()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return self._ls_params(stop, kwargs, "chat")
+        tool_keys = ("tools", "tool_choice")  # bound by `bind_tools`; not request fields
+        return self._ls_params(stop, {k: v for k, v in kwargs.items() if k not in tool_keys}, "chat")
 
     # -- generation -----------------------------------------------------------------------------------------------
 
@@ -93,10 +126,10 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._resolve(stop, kwargs)
+        call, prompt, plan = self._prepare(messages, stop, kwargs)
         name = self._model_name(call)
-        done = self.client.generate(messages=to_gateway_messages(messages), timeout=call.timeout, **call.params)
-        return _chat_result(done, name, call)
+        done = self.client.generate(messages=prompt, timeout=call.timeout, **call.params)
+        return _chat_result(done, name, call, plan)
 
     async def _agenerate(
         self,
@@ -105,12 +138,10 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._resolve(stop, kwargs)
+        call, prompt, plan = self._prepare(messages, stop, kwargs)
         name = await self._amodel_name(call)
-        done = await self.async_client.generate(
-            messages=to_gateway_messages(messages), timeout=call.timeout, **call.params
-        )
-        return _chat_result(done, name, call)
+        done = await self.async_client.generate(messages=prompt, timeout=call.timeout, **call.params)
+        return _chat_result(done, name, call, plan)
 
     def _stream(
         self,
@@ -119,12 +150,13 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = self._resolve(stop, kwargs)
-        for piece in self._stream_pieces(call, messages=to_gateway_messages(messages)):
-            chunk = _chat_chunk(piece)
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        call, prompt, plan = self._prepare(messages, stop, kwargs)
+        reader = _ToolStream(plan)
+        for piece in self._stream_pieces(call, messages=prompt):
+            for chunk in reader.feed(piece):
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
 
     async def _astream(
         self,
@@ -133,12 +165,52 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        call, prompt, plan = self._prepare(messages, stop, kwargs)
+        reader = _ToolStream(plan)
+        async for piece in self._astream_pieces(call, messages=prompt):
+            for chunk in reader.feed(piece):
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+
+    def _prepare(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[ResolvedCall, list[dict[str, str]], ToolPlan | None]:
+        """One call: its request fields, its gateway messages and what it does with bound tools."""
+        kwargs = dict(kwargs)
+        plan = ToolPlan.from_kwargs(kwargs.pop("tools", None), kwargs.pop("tool_choice", None))
+        schema = plan.json_schema() if plan is not None else None
+        if schema is not None:
+            guided = sorted(k for k in GUIDED_KEYS if kwargs.get(k) is not None or self.model_kwargs.get(k))
+            if guided:
+                raise ValueError(f"a forced tool call is guided by the tools' schema; it cannot also use {guided}")
+            kwargs["json_schema"] = schema
         call = self._resolve(stop, kwargs)
-        async for piece in self._astream_pieces(call, messages=to_gateway_messages(messages)):
-            chunk = _chat_chunk(piece)
-            if run_manager:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
+        prompt = to_gateway_messages(messages, self.tool_role)
+        if plan is not None:
+            prompt = plan.with_prompt(prompt, self.tool_prompt)
+        return call, prompt, plan
+
+    # -- tools ------------------------------------------------------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (functions, `BaseTool`s, pydantic classes, JSON schemas or OpenAI tool dicts).
+
+        `tool_choice`: "any" / "required" / True (call one of the tools), a tool's name (call that one; also
+        {"type": "function", "function": {"name": ...}}), "auto" / None (the model decides), "none" / False (no
+        call). A forced call is constrained by guided decoding to {"name", "arguments"} matching the tool's
+        parameters schema, so it always parses and validates; "auto" is not constrained (see `_tools.py`). Calls come
+        back in `AIMessage.tool_calls`, each with an id.
+        """
+        formatted = format_tools(tools)
+        ToolPlan.from_kwargs(formatted, tool_choice)  # refuses a bad tool_choice now, not at the first call
+        return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     # -- structured output ----------------------------------------------------------------------------------------
 
@@ -154,9 +226,15 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         """Constrain the output to `schema` with the gateway's guided decoding (`json_schema` request field).
 
         Every `method` maps onto guided decoding, which is always strict: "json_schema" and "function_calling" use
-        the schema, "json_mode" any JSON object (the schema, if given, only parses). A pydantic class parses into an
-        instance, anything else into a dict. The capability is checked on the first call against the server's model
-        info, and a server without guided JSON decoding gets a clear `trt_gateway.errors.Unimplemented`.
+        the schema (function calling needs no tool-call wrapper when the output itself is constrained), "json_mode"
+        any JSON object (the schema, if given, only parses). A pydantic class (2 or v1) parses into an instance,
+        anything else into a dict. With no temperature set the call is greedy. Every token follows the schema, but
+        the output only completes if the model ends it within `max_tokens`: bound strings and arrays
+        (`Field(max_length=...)`) for small models. An output cut short raises `OutputParserException` saying so
+        (in `parsing_error` with `include_raw=True`); an invalid schema is refused by the server with
+        `trt_gateway.errors.InvalidArgument` (field "guided.json_schema", with the reason). The capability is
+        checked on the first call against the server's model info: a server without guided JSON decoding gets
+        `trt_gateway.errors.Unimplemented`.
         """
         if kwargs:
             raise ValueError(f"with_structured_output: unexpected argument(s) {sorted(kwargs)}")
@@ -164,11 +242,11 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
             raise ValueError(f"method must be 'json_schema', 'json_mode' or 'function_calling', got {method!r}")
         if schema is None and method != "json_mode":
             raise ValueError(f"method={method!r} needs a schema")
-        is_pydantic = isinstance(schema, type) and issubclass(schema, BaseModel)
+        is_pydantic = is_pydantic_class(schema)
         if method == "json_mode":
             guided: dict[str, Any] = {"type": "object"}
-        elif is_pydantic:
-            guided = schema.model_json_schema()  # type: ignore[union-attr]  # keeps $defs for nested models
+        elif isinstance(schema, type) and issubclass(schema, BaseModel):
+            guided = schema.model_json_schema()  # keeps $defs for nested models
         else:
             guided = convert_to_json_schema(schema)  # type: ignore[arg-type]
         llm = self.bind(
@@ -178,9 +256,7 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
                 "schema": convert_to_json_schema(schema) if schema is not None else guided,
             },
         )
-        parser: Runnable[Any, Any] = (
-            PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
-        )
+        parser = GuidedJsonOutputParser(pydantic_object=schema if is_pydantic else None)
         if not include_raw:
             return llm | parser
         parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
@@ -200,7 +276,48 @@ def _chat_chunk(piece: Piece) -> ChatGenerationChunk:
     return ChatGenerationChunk(message=message)
 
 
-def _chat_result(done: Completion, name: str, call: ResolvedCall) -> ChatResult:
+class _ToolStream:
+    """Turns a call's pieces into chunks. With tools, a reply that may be a tool call is held back and read whole at
+    the end: a forced call always, an "auto" reply once its first non-blank character opens JSON (or a fence).
+    Anything else streams as it comes."""
+
+    def __init__(self, plan: ToolPlan | None) -> None:
+        self.plan = plan if plan is not None and plan.parses else None
+        self.mode = "text" if self.plan is None else "hold" if self.plan.forced else "undecided"
+        self.held = ""
+
+    def feed(self, piece: Piece) -> list[ChatGenerationChunk]:
+        if self.mode == "text":
+            return [_chat_chunk(piece)]
+        self.held += piece.text
+        if self.mode == "undecided":
+            start = self.held.lstrip()[:1]
+            if start:
+                self.mode = "hold" if start in "{[`" else "text"
+            if self.mode == "text":
+                text, self.held = self.held, ""
+                return [_chat_chunk(Piece(text, piece.metadata, piece.usage))]
+        if piece.metadata is None:
+            return []
+        assert self.plan is not None
+        content, calls, _invalid = self.plan.parse(self.held, piece.metadata.get("finish_reason"))
+        # Only complete calls go out as chunks: LangChain "repairs" the arguments of a chunked call when it merges
+        # chunks, so a cut-off call stays text here (invoke also reports it in `invalid_tool_calls`).
+        chunks = [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"], ensure_ascii=False), id=c["id"], index=i)
+            for i, c in enumerate(calls)
+        ]
+        message = AIMessageChunk(
+            content=content,
+            tool_call_chunks=chunks,
+            usage_metadata=usage_metadata(piece.usage) if piece.usage is not None else None,
+            response_metadata=piece.metadata,
+            chunk_position="last",
+        )
+        return [ChatGenerationChunk(message=message)]
+
+
+def _chat_result(done: Completion, name: str, call: ResolvedCall, plan: ToolPlan | None = None) -> ChatResult:
     md = finish_metadata(
         model_name=name,
         adapter=call.adapter,
@@ -210,7 +327,16 @@ def _chat_result(done: Completion, name: str, call: ResolvedCall) -> ChatResult:
         timings=done.timings,
         request_id=done.request_id,
     )
-    message = AIMessage(content=done.text, usage_metadata=usage_metadata(done.usage), response_metadata=md)
+    content, calls, invalid = (
+        plan.parse(done.text, done.finish_reason) if plan is not None and plan.parses else (done.text, [], [])
+    )
+    message = AIMessage(
+        content=content,
+        tool_calls=calls,
+        invalid_tool_calls=invalid,
+        usage_metadata=usage_metadata(done.usage),
+        response_metadata=md,
+    )
     return ChatResult(
         generations=[ChatGeneration(message=message)],
         llm_output={"token_usage": token_usage(done.usage), "model_name": name},

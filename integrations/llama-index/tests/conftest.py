@@ -4,6 +4,7 @@ ones (each test on pytest-asyncio's own loop) can both call them.
 - `demo_target`: the embedded engine serving the committed demo model, as "demo" and also as "demo-b" (the same
   weights under a second name, as a two-model deployment looks to a client). It is exported as
   `TRT_GATEWAY_TARGET`, which is TrtGateway's default `target`.
+- `echo_target`: the plain echo executor, a model without guided decoding.
 - `scripted`: an echo-based executor that reports guided JSON decoding, LoRA and speculative decoding, replies with a
   fixed text (or JSON) and records each request, for what the tiny demo model cannot show.
 """
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
+import torch
 from trt_gateway.config import from_mapping
 from trt_gateway.executors.base import Executor
 from trt_gateway.executors.echo import EchoExecutor
@@ -105,6 +107,10 @@ class Scripted(EchoExecutor):
 
 @pytest.fixture(scope="session")
 def demo_target() -> Iterator[str]:
+    # One torch thread for the in-process engine: with two or more, torch's worker threads spin-wait, and on a
+    # small shared machine (2 cores, the gRPC threads and the test client beside them) that made the demo model
+    # 10-20x slower whenever anything else ran, with no gain when nothing did (an 8M-parameter model).
+    torch.set_num_threads(1)
     with LiveGateway(TwoNameDemo(DEMO_MODEL)) as target:
         yield target
 
@@ -112,6 +118,12 @@ def demo_target() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _default_target(demo_target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRT_GATEWAY_TARGET", demo_target)
+
+
+@pytest.fixture(scope="session")
+def echo_target() -> Iterator[str]:
+    with LiveGateway(EchoExecutor()) as target:
+        yield target
 
 
 @pytest.fixture(scope="session")

@@ -237,9 +237,17 @@ async def test_astructured_predict(scripted: tuple[str, Any]) -> None:
     assert person == Person(**JSON_REPLY)
 
 
-def test_structured_predict_refused_without_guided_decoding() -> None:
-    with pytest.raises(errors.Unimplemented, match="guided decoding by json_schema.*'demo'"):
-        demo().structured_predict(Person, PromptTemplate("Who is {who}?"), who="Ada")
+def test_structured_predict_is_greedy_unless_told(scripted: tuple[str, Any]) -> None:
+    target, executor = scripted
+    scripted_llm(target).structured_predict(Person, PromptTemplate("Who is {who}?"), who="Ada")
+    assert executor.requests[-1].sampling.temperature == 0
+    scripted_llm(target, temperature=0.6).structured_predict(Person, PromptTemplate("Who is {who}?"), who="Ada")
+    assert executor.requests[-1].sampling.temperature == pytest.approx(0.6)
+
+
+def test_structured_predict_refused_without_guided_decoding(echo_target: str) -> None:
+    with pytest.raises(errors.Unimplemented, match="guided decoding by json_schema.*'echo'"):
+        TrtGateway(target=echo_target).structured_predict(Person, PromptTemplate("Who is {who}?"), who="Ada")
 
 
 def test_api_key_and_timeout(scripted: tuple[str, Any]) -> None:

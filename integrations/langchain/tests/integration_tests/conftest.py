@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import torch
+from trt_gateway.executors.echo import EchoExecutor
 from trt_gateway.executors.native import DEMO_MODEL
 
 from tests.integration_tests.gateways import API_KEY, LiveGateway, Scripted, TwoNameDemo
@@ -12,6 +14,10 @@ from tests.integration_tests.gateways import API_KEY, LiveGateway, Scripted, Two
 
 @pytest.fixture(scope="session")
 def demo_target() -> Iterator[str]:
+    # One torch thread for the in-process engine: with two or more, torch's worker threads spin-wait, and on a
+    # small shared machine (2 cores, the gRPC threads and the test client beside them) that made the demo model
+    # 10-20x slower whenever anything else ran, with no gain when nothing did (an 8M-parameter model).
+    torch.set_num_threads(1)
     with LiveGateway(TwoNameDemo(DEMO_MODEL)) as target:
         yield target
 
@@ -19,6 +25,13 @@ def demo_target() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _default_target(demo_target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRT_GATEWAY_TARGET", demo_target)
+
+
+@pytest.fixture(scope="session")
+def echo_target() -> Iterator[str]:
+    """The plain echo executor: a model without guided decoding."""
+    with LiveGateway(EchoExecutor()) as target:
+        yield target
 
 
 @pytest.fixture(scope="session")

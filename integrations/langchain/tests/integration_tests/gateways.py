@@ -5,6 +5,7 @@ are in conftest.py.
 - `demo_target`: the embedded engine serving the committed demo model, as "demo" and also as "demo-b" (the same
   weights under a second name, as a two-model deployment looks to a client; the model-override tests need one).
   It is exported as `TRT_GATEWAY_TARGET`, which is the models' default `target`.
+- `echo_target`: the plain echo executor, a model without guided decoding.
 - `scripted`: an echo-based executor that reports guided JSON decoding, LoRA and speculative decoding, replies with a
   fixed text (or JSON) and records each request, for what the tiny demo model cannot show.
 """

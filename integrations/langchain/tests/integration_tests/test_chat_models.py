@@ -1,5 +1,6 @@
 """ChatTrtGateway against live gateways: the demo model for real tokens, the scripted executor for what the demo model
-cannot show (adapters, speculative statistics, guided JSON, concurrency, auth, deadlines)."""
+cannot show (adapters, speculative statistics, the requests sent, concurrency, auth, deadlines). Structured output and
+tool calling on the demo model: test_structured_output.py and test_tools.py."""
 
 from __future__ import annotations
 
@@ -161,15 +162,31 @@ def test_structured_output_uses_guided_json(scripted: tuple[str, object]) -> Non
     assert llm.with_structured_output(method="json_mode").invoke("Who?") == JSON_REPLY
 
 
+def test_structured_calls_are_greedy_unless_told(scripted: tuple[str, object]) -> None:
+    target, executor = scripted
+    requests = executor.requests  # type: ignore[attr-defined]
+    scripted_model(target).with_structured_output(Person).invoke("Who?")
+    assert requests[-1].sampling.temperature == 0
+    scripted_model(target, temperature=0.7).with_structured_output(Person).invoke("Who?")
+    assert requests[-1].sampling.temperature == pytest.approx(0.7)
+    scripted_model(target).bind(temperature=0.5).invoke("Who?", json_schema=Person.model_json_schema())
+    assert requests[-1].sampling.temperature == pytest.approx(0.5)
+    scripted_model(target).invoke("Who?")  # unguided: the server's default
+    assert requests[-1].sampling.temperature == 1.0
+
+
 async def test_structured_output_async(scripted: tuple[str, object]) -> None:
     target, _ = scripted
     schema = {"title": "person", "type": "object", "properties": {"name": {"type": "string"}}}
     assert await scripted_model(target).with_structured_output(schema).ainvoke("Who?") == JSON_REPLY
 
 
-def test_structured_output_refused_without_guided_decoding() -> None:
-    with pytest.raises(errors.Unimplemented, match="guided decoding by json_schema.*'demo'"):
-        demo().with_structured_output(Person).invoke("Who?")
+def test_structured_output_refused_without_guided_decoding(echo_target: str) -> None:
+    llm = ChatTrtGateway(target=echo_target, max_tokens=8)
+    with pytest.raises(errors.Unimplemented, match="guided decoding by json_schema.*'echo'"):
+        llm.with_structured_output(Person).invoke("Who?")
+    with pytest.raises(errors.Unimplemented, match="guided decoding by json_schema"):
+        llm.bind_tools([Person], tool_choice="any").invoke("Who?")
 
 
 def test_api_key_is_sent_and_required(scripted: tuple[str, object]) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,10 @@ from trt_gateway.client._convert import GENERATE_KEYWORDS
 DEFAULT_TARGET = "localhost:50051"
 # Request fields a call or `additional_kwargs` may set; the prompt and the number of outputs are ours.
 REQUEST_KEYS = frozenset(GENERATE_KEYWORDS - {"text", "messages", "token_ids", "n", "echo", "prompt_token_ids"})
+GUIDED_KEYS = frozenset({"json_schema", "regex", "grammar", "choice"})
+# The finish reason of the last guided call in this context: a structured prediction whose output does not parse
+# says "cut off at max_tokens" when that is why.
+_GUIDED_FINISH: ContextVar[str | None] = ContextVar("trt_gateway_guided_finish", default=None)
 
 
 PromptOf = Callable[[ModelInfo], dict[str, Any]]
@@ -214,6 +220,8 @@ class TrtGateway(LLM):
         params = {**defaults, **self.additional_kwargs, **call}
         if params.get("stop") == []:
             params["stop"] = None
+        if params.get("temperature") is None and any(params.get(k) is not None for k in GUIDED_KEYS):
+            params["temperature"] = 0.0  # a structured call with no temperature set is greedy
         if "json_schema" in params and "json_schema" not in info.capabilities.guided:
             raise errors.Unimplemented(
                 f"structured output needs guided decoding by json_schema, and model {info.name!r} on this gateway "
@@ -248,11 +256,13 @@ class TrtGateway(LLM):
     def _generate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         r = self._prepare(prompt_of, kwargs)
         done = self.client.generate(**r.prompt, timeout=r.timeout, **r.params)
+        _note_guided(r, done.finish_reason)
         return done.text, _raw(done, r)
 
     async def _agenerate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         r = await self._aprepare(prompt_of, kwargs)
         done = await self.async_client.generate(**r.prompt, timeout=r.timeout, **r.params)
+        _note_guided(r, done.finish_reason)
         return done.text, _raw(done, r)
 
     def _stream(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> Iterator[_Item]:
@@ -357,10 +367,12 @@ class TrtGateway(LLM):
         llm_kwargs: dict[str, Any] | None = None,
         **prompt_args: Any,
     ) -> Model:
-        """Like `LLM.structured_predict`, with the output constrained by the server's guided JSON decoding; a server
-        without it refuses with `trt_gateway.errors.Unimplemented`."""
+        """Like `LLM.structured_predict`, with the output constrained by the server's guided JSON decoding (greedy
+        unless a temperature is set). A server without it refuses with `trt_gateway.errors.Unimplemented`; an
+        output cut at `max_tokens` raises ValueError saying so (bound the schema's strings: `max_length`)."""
         kwargs = self._guided(self.model_info((llm_kwargs or {}).get("model")), output_cls, llm_kwargs)
-        return super().structured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
+        with _cut_off_reported(output_cls):
+            return super().structured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
 
     async def astructured_predict(
         self,
@@ -370,7 +382,51 @@ class TrtGateway(LLM):
         **prompt_args: Any,
     ) -> Model:
         kwargs = self._guided(await self.amodel_info((llm_kwargs or {}).get("model")), output_cls, llm_kwargs)
-        return await super().astructured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
+        with _cut_off_reported(output_cls):
+            return await super().astructured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
+
+    def stream_structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Generator[Any, None, None]:
+        """Like `LLM.stream_structured_predict` (partial objects as the JSON grows), guided by the schema."""
+        kwargs = self._guided(self.model_info((llm_kwargs or {}).get("model")), output_cls, llm_kwargs)
+        return super().stream_structured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
+
+    async def astream_structured_predict(
+        self,
+        output_cls: type[Model],
+        prompt: BasePromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> AsyncGenerator[Any, None]:
+        kwargs = self._guided(await self.amodel_info((llm_kwargs or {}).get("model")), output_cls, llm_kwargs)
+        return await super().astream_structured_predict(output_cls, prompt, llm_kwargs=kwargs, **prompt_args)
+
+
+def _note_guided(r: _Request, finish_reason: str | None) -> None:
+    if any(k in r.params for k in GUIDED_KEYS):
+        _GUIDED_FINISH.set(finish_reason)
+
+
+@contextmanager
+def _cut_off_reported(output_cls: type) -> Iterator[None]:
+    """LlamaIndex's parser reports a truncated JSON output as a generic ValueError; say why when it was cut."""
+    token = _GUIDED_FINISH.set(None)
+    try:
+        yield
+    except ValueError as exc:
+        if _GUIDED_FINISH.get() != "length":
+            raise
+        raise ValueError(
+            f"structured output for {output_cls.__name__} was cut off at max_tokens before its JSON was complete: "
+            "raise max_tokens, or bound the schema's strings and arrays (pydantic Field(max_length=...))"
+        ) from exc
+    finally:
+        _GUIDED_FINISH.reset(token)
 
 
 def _gateway_message(i: int, m: ChatMessage) -> dict[str, str]:
