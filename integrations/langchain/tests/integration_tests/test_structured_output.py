@@ -7,7 +7,7 @@ follow the schema, but only a bounded field is sure to end within `max_tokens` o
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
 from langchain_core.exceptions import OutputParserException
@@ -27,7 +27,7 @@ class Pet(BaseModel):
     name: str = Field(min_length=1, max_length=10, description="the pet's name")
     species: Literal["cat", "dog", "parrot"]
     age: int = Field(ge=0, le=30)
-    tags: list[str] = Field(default_factory=list, max_length=2)
+    tags: list[Annotated[str, Field(max_length=8)]] = Field(default_factory=list, max_length=2)
 
 
 class Owner(BaseModel):
