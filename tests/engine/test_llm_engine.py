@@ -7,6 +7,7 @@ import torch
 from engine_helpers import EOS, make_engine, make_request, prompts, run_until_done, tokens_of
 
 from trt_gateway import errors
+from trt_gateway.engine.config import EngineConfigError
 from trt_gateway.types import FinishReason
 
 
@@ -151,3 +152,14 @@ def test_priority_runs_first_when_slots_are_scarce(llama):
     engine.add_request(make_request("high", max_tokens=3, priority=10), [7, 8])
     finished = [o.request_id for _ in range(20) for o in engine.step() if o.finished]
     assert finished == ["high", "low"]
+
+
+def test_cpu_threads_sets_torch_threads(llama):
+    before = torch.get_num_threads()
+    try:
+        make_engine(llama.path, cpu_threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(EngineConfigError, match="cpu_threads"):
+        make_engine(llama.path, cpu_threads=-1)

@@ -41,6 +41,9 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     max_top_logprobs: int = 20  # the most alternatives one position may ask for
     seed: int = 0  # draws the seeds of requests that set none
+    # CPU: torch's intra-op threads for this process (0 = torch's default, one per core). On a CPU shared with other
+    # work, spinning OpenMP threads make every step 10-100x slower; 1 keeps the engine steady there.
+    cpu_threads: int = 0
     max_loras: int = 0  # LoRA adapter slots in the model (adapters usable in one batch); 0 disables LoRA
     max_cpu_loras: int = 32  # adapters kept in host memory, slot residents included; must be >= max_loras
     max_lora_rank: int = 64  # slots are sized for this rank; adapters of a higher rank are refused
@@ -86,6 +89,8 @@ class EngineConfig:
         if self.max_lora_rank < 1:
             raise EngineConfigError(f"must be >= 1, got {self.max_lora_rank}", field="max_lora_rank")
         self._check_speculative()
+        if self.cpu_threads < 0:
+            raise EngineConfigError(f"must be >= 0 (0: torch's default), got {self.cpu_threads}", field="cpu_threads")
         if self.max_top_logprobs < 0:
             raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")
 

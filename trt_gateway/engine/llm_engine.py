@@ -71,6 +71,8 @@ class LLMEngine:
         self.config = config
         self.model_config = ModelConfig.from_pretrained(config.model)
         self.device = resolve_device(config)
+        if self.device.type == "cpu" and config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)  # process-wide: the engine is the process's only torch user
         self.dtype = resolve_dtype(config, self.model_config, self.device)
         self.max_model_len = _max_model_len(config, self.model_config)
         model = load_model(config.model, self.model_config, self.device, self.dtype, self.max_model_len)
