@@ -30,6 +30,12 @@ class Executor(abc.ABC):
     """Base class for backends. Subclasses register under the entry-point group `trt_gateway.executors`."""
 
     name: str = "abstract"
+    served_name: str = ""  # the one model name clients use, for executors that serve one model
+
+    def _check_model(self, model: str) -> None:
+        """For one-model executors: any other model name is NOT_FOUND."""
+        if model != self.served_name:
+            raise errors.NotFound(f"model {model!r} is not served by this executor", field="model")
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -148,10 +148,6 @@ class NativeExecutor(Executor):
             return Health.DEAD
         return self._health
 
-    def _check_model(self, model: str) -> None:
-        if model != self.served_name:
-            raise errors.NotFound(f"model {model!r} is not served by this executor", field="model")
-
     def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
 

@@ -162,10 +162,6 @@ class TrtllmExecutor(Executor):
 
     # -- generation -----------------------------------------------------------------------------------------------
 
-    def _check_model(self, model: str) -> None:
-        if model != self.served_name:
-            raise errors.NotFound(f"model {model!r} is not served by this executor", field="model")
-
     def _ready_llm(self) -> Any:
         if self.health() is Health.DEAD:
             raise errors.EngineDead("the TensorRT-LLM executor is gone")

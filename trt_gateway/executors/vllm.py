@@ -158,10 +158,6 @@ class VllmExecutor(Executor):
 
     # -- generation -----------------------------------------------------------------------------------------------
 
-    def _check_model(self, model: str) -> None:
-        if model != self.served_name:
-            raise errors.NotFound(f"model {model!r} is not served by this executor", field="model")
-
     def _ready_engine(self) -> Any:
         if self.health() is Health.DEAD:
             raise errors.EngineDead("the vLLM engine is gone")
