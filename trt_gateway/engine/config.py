@@ -15,6 +15,7 @@ MiB = 1 << 20
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPECULATIVE_MODES = ("", "ngram", "draft")
+LOAD_FORMATS = ("safetensors", "dummy")
 
 
 class EngineConfigError(ValueError):
@@ -29,6 +30,9 @@ class EngineConfigError(ValueError):
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     model: str  # directory of an HF-format checkpoint: config.json + *.safetensors
+    # "dummy": random weights built on the device from config.json alone (benchmarks of an architecture whose
+    # weights are not at hand; vLLM's load_format="dummy"). The outputs are meaningless text.
+    load_format: str = "safetensors"
     device: str = "auto"  # "auto" picks cuda when available; "cuda" may carry an index ("cuda:1")
     dtype: str = "auto"  # "auto": float32 on CPU; the checkpoint's half type (else bfloat16) on CUDA
     max_model_len: int | None = None  # prompt + output tokens of one sequence; None: the model's max positions
@@ -44,6 +48,11 @@ class EngineConfig:
     # CPU: torch's intra-op threads for this process (0 = torch's default, one per core). On a CPU shared with other
     # work, spinning OpenMP threads make every step 10-100x slower; 1 keeps the engine steady there.
     cpu_threads: int = 0
+    # CUDA: Triton kernels for attention, norms, rotary and SwiGLU (False: the plain torch paths, for comparison).
+    kernels: bool = True
+    # CUDA: replay decode-only steps of up to this many sequences from captured CUDA graphs (0: never). Needs the
+    # kernels. Larger decode batches, and steps with prompt chunks, drafts to verify or LoRA adapters run eagerly.
+    cuda_graph_max_batch: int = 512
     max_loras: int = 0  # LoRA adapter slots in the model (adapters usable in one batch); 0 disables LoRA
     max_cpu_loras: int = 32  # adapters kept in host memory, slot residents included; must be >= max_loras
     max_lora_rank: int = 64  # slots are sized for this rank; adapters of a higher rank are refused
@@ -58,6 +67,8 @@ class EngineConfig:
         base_device = self.device.split(":", 1)[0]
         if base_device not in DEVICES:
             raise EngineConfigError(f"must be one of {DEVICES}, got {self.device!r}", field="device")
+        if self.load_format not in LOAD_FORMATS:
+            raise EngineConfigError(f"must be one of {LOAD_FORMATS}, got {self.load_format!r}", field="load_format")
         if self.dtype not in DTYPES:
             raise EngineConfigError(f"must be one of {DTYPES}, got {self.dtype!r}", field="dtype")
         positive = {
@@ -91,6 +102,10 @@ class EngineConfig:
         self._check_speculative()
         if self.cpu_threads < 0:
             raise EngineConfigError(f"must be >= 0 (0: torch's default), got {self.cpu_threads}", field="cpu_threads")
+        if self.cuda_graph_max_batch < 0:
+            raise EngineConfigError(
+                f"must be >= 0 (0: no CUDA graphs), got {self.cuda_graph_max_batch}", field="cuda_graph_max_batch"
+            )
         if self.max_top_logprobs < 0:
             raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")
 

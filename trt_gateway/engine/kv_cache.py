@@ -5,7 +5,7 @@ two slices. Its size comes from a byte budget:
 - `num_kv_blocks` when configured (tests, benchmarks);
 - CPU: `kv_cache_bytes`, default enough for max_num_seqs full-length sequences but at most 256 MiB;
 - CUDA: gpu_memory_utilization x the memory free after loading the weights, less an estimate of the step's peak
-  activations (the padded decode gather is the big one).
+  activations (with the torch attention path the padded decode gather is the big one; the kernels read in place).
 Budgets are capped at SURPLUS_FACTOR x what max_num_seqs full-length sequences can use: beyond that, blocks only
 hold more prefix cache, and each one costs host-side bookkeeping (a tiny model on an 80 GB GPU would otherwise get
 millions). The engine refuses to start when one max_model_len sequence does not fit: it could never finish.
@@ -27,13 +27,16 @@ def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> in
     return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * itemsize
 
 
-def activation_bytes(config: EngineConfig, cfg: ModelConfig, dtype: torch.dtype, max_model_len: int) -> int:
-    """A generous estimate of one step's transient memory on top of weights and cache."""
+def activation_bytes(
+    config: EngineConfig, cfg: ModelConfig, dtype: torch.dtype, max_model_len: int, gathers_kv: bool = True
+) -> int:
+    """A generous estimate of one step's transient memory on top of weights and cache (CUDA graphs' pool
+    included: it holds one decode step of the largest captured batch, far less than a full token budget)."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     kv_width = cfg.num_key_value_heads * cfg.head_dim
     q_width = cfg.num_attention_heads * cfg.head_dim
     per_token = (4 * cfg.hidden_size + q_width + 2 * kv_width + 3 * cfg.intermediate_size) * itemsize
-    decode_gather = 2 * config.max_num_seqs * max_model_len * kv_width * itemsize
+    decode_gather = 2 * config.max_num_seqs * max_model_len * kv_width * itemsize if gathers_kv else 0
     sampler = 6 * config.max_num_seqs * cfg.vocab_size * 4  # float32 logits, clones, sort, noise
     return config.max_num_batched_tokens * per_token + decode_gather + sampler
 
@@ -46,15 +49,19 @@ def num_kv_blocks(
     max_model_len: int,
     *,
     extra_bytes_per_block: int = 0,
+    gathers_kv: bool = True,
 ) -> int:
-    """extra_bytes_per_block: another cache indexed by the same blocks (the draft model's KV)."""
+    """extra_bytes_per_block: another cache indexed by the same blocks (the draft model's KV); gathers_kv: the torch
+    attention path copies every decode's context per step (the kernels do not)."""
     per_block = bytes_per_block(cfg, config.block_size, dtype) + extra_bytes_per_block
     blocks_per_seq = -(-max_model_len // config.block_size)
     if config.num_kv_blocks is not None:
         num_blocks, field = config.num_kv_blocks, "num_kv_blocks"
     elif device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget = int(free * config.gpu_memory_utilization) - activation_bytes(config, cfg, dtype, max_model_len)
+        budget = int(free * config.gpu_memory_utilization) - activation_bytes(
+            config, cfg, dtype, max_model_len, gathers_kv
+        )
         num_blocks = min(max(0, budget) // per_block, SURPLUS_FACTOR * config.max_num_seqs * blocks_per_seq)
         field = "gpu_memory_utilization"
     else:

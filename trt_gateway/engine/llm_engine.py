@@ -32,7 +32,7 @@ from trt_gateway import errors
 from trt_gateway.engine.block_manager import BlockManager
 from trt_gateway.engine.config import EngineConfig, EngineConfigError
 from trt_gateway.engine.kv_cache import num_kv_blocks
-from trt_gateway.engine.loader import load_model, resolve_device, resolve_dtype
+from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype
 from trt_gateway.engine.lora.batched import LoraSlots
 from trt_gateway.engine.lora.registry import LoraRef, LoraRegistry
 from trt_gateway.engine.model_config import ModelConfig
@@ -75,12 +75,27 @@ class LLMEngine:
             torch.set_num_threads(config.cpu_threads)  # process-wide: the engine is the process's only torch user
         self.dtype = resolve_dtype(config, self.model_config, self.device)
         self.max_model_len = _max_model_len(config, self.model_config)
-        model = load_model(config.model, self.model_config, self.device, self.dtype, self.max_model_len)
+        self.use_kernels = config.kernels and kernels_usable(self.device)
+        model = load_model(
+            config.model,
+            self.model_config,
+            self.device,
+            self.dtype,
+            self.max_model_len,
+            dummy=config.load_format == "dummy",
+            use_kernels=self.use_kernels,
+        )
         self.lora = self._lora_registry(model)  # before sizing the KV cache: slots take device memory
         draft = self._draft_model()  # likewise: its weights first, then its KV shares the budget per block
         extra = draft.bytes_per_block(config.block_size) if draft is not None else 0
         num_blocks = num_kv_blocks(
-            config, self.model_config, self.device, self.dtype, self.max_model_len, extra_bytes_per_block=extra
+            config,
+            self.model_config,
+            self.device,
+            self.dtype,
+            self.max_model_len,
+            extra_bytes_per_block=extra,
+            gathers_kv=not self.use_kernels,
         )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
@@ -90,7 +105,17 @@ class LLMEngine:
             max_model_len=self.max_model_len,
             lora=self.lora,
         )
-        self.model_runner = ModelRunner(config, self.model_config, model, num_blocks, self.device, self.dtype, draft)
+        self.model_runner = ModelRunner(
+            config,
+            self.model_config,
+            model,
+            num_blocks,
+            self.device,
+            self.dtype,
+            draft,
+            max_model_len=self.max_model_len,
+            use_kernels=self.use_kernels,
+        )
         self.speculation = (
             SpeculationPlanner(
                 config.speculative_mode,
@@ -110,13 +135,15 @@ class LLMEngine:
             Path(config.model) / "tokenizer.json", self.model_config.vocab_size, self.eos_token_ids
         )
         logger.info(
-            "engine ready: %s on %s/%s, max_model_len=%d, %d KV blocks of %d tokens",
+            "engine ready: %s on %s/%s, max_model_len=%d, %d KV blocks of %d tokens, kernels %s, CUDA graphs %s",
             self.model_config.architecture,
             self.device,
             self.dtype,
             self.max_model_len,
             num_blocks,
             config.block_size,
+            "triton" if self.use_kernels else "torch",
+            self.model_runner.graphs.describe() if self.model_runner.graphs is not None else "off",
         )
 
     # -- facts for the layers above -----------------------------------------------------------------------------
@@ -249,7 +276,9 @@ class LLMEngine:
         if c.speculative_mode != "draft":
             return None
         assert c.draft_model is not None  # EngineConfig checks it
-        draft = DraftModel(c.draft_model, self.model_config, self.device, self.dtype, self.max_model_len)
+        draft = DraftModel(
+            c.draft_model, self.model_config, self.device, self.dtype, self.max_model_len, use_kernels=self.use_kernels
+        )
         logger.info("speculative decoding: draft model %s, %d tokens per step", c.draft_model, c.num_draft_tokens)
         return draft
 

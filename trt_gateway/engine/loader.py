@@ -5,6 +5,9 @@
    checkpoint fails at start-up naming the tensors at fault, before anything is read;
 3. read each tensor straight onto the target device with `safe_open(device=...)`, cast it to the engine dtype, and
    `load_state_dict(assign=True)` so the modules adopt those tensors instead of copying into preallocated ones.
+
+`dummy=True` skips 2-3: every tensor is drawn on the device (normal(0, initializer_range), norms 1, biases 0), so an
+8B architecture is ready in seconds without a checkpoint, for benchmarks.
 """
 
 from __future__ import annotations
@@ -43,7 +46,36 @@ def resolve_dtype(config: EngineConfig, model_cfg: ModelConfig, device: torch.de
 
 
 def load_model(
-    path: str | Path, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, max_positions: int
+    path: str | Path,
+    cfg: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_positions: int,
+    *,
+    dummy: bool = False,
+    use_kernels: bool = False,
+) -> LlamaForCausalLM:
+    """use_kernels: the model runs its Triton kernels (CUDA only; see `kernels_usable`)."""
+    model = (
+        _dummy_model(cfg, device, dtype, max_positions, use_kernels)
+        if dummy
+        else _checkpoint_model(path, cfg, device, dtype, max_positions, use_kernels)
+    )
+    model.fuse_projections()
+    return model
+
+
+def kernels_usable(device: torch.device) -> bool:
+    """Triton kernels run on CUDA devices when triton is installed; elsewhere the torch paths do."""
+    if device.type != "cuda":
+        return False
+    from trt_gateway.engine import kernels
+
+    return kernels.available()
+
+
+def _checkpoint_model(
+    path: str | Path, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, max_positions: int, use_kernels: bool
 ) -> LlamaForCausalLM:
     files = sorted(Path(path).glob("*.safetensors"))
     if not files:
@@ -52,7 +84,7 @@ def load_model(
         )
     rotary = RotaryEmbedding(cfg.rope, cfg.head_dim, max_positions, device)
     with torch.device("meta"):
-        model = LlamaForCausalLM(cfg, rotary)
+        model = LlamaForCausalLM(cfg, rotary, use_kernels)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight")
@@ -64,6 +96,34 @@ def load_model(
         with safe_open(str(file), framework="pt", device=device_name) as f:
             for name in names:
                 state[name] = f.get_tensor(name).to(dtype)
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[assignment]  # one Parameter
+    return model.eval()
+
+
+@torch.inference_mode()
+def _dummy_model(
+    cfg: ModelConfig, device: torch.device, dtype: torch.dtype, max_positions: int, use_kernels: bool
+) -> LlamaForCausalLM:
+    rotary = RotaryEmbedding(cfg.rope, cfg.head_dim, max_positions, device)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg, rotary, use_kernels)
+    generator = torch.Generator(device=device).manual_seed(0)
+    state: dict[str, torch.Tensor] = {}
+    for name, meta in model.state_dict().items():
+        if cfg.tie_word_embeddings and name == "lm_head.weight":
+            continue
+        tensor = torch.empty(meta.shape, dtype=dtype, device=device)
+        if name.endswith("norm.weight"):
+            tensor.fill_(1.0)
+        elif name.endswith(".bias"):
+            tensor.zero_()
+        else:
+            tensor.normal_(0.0, cfg.initializer_range, generator=generator)
+        state[name] = tensor
     if cfg.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)

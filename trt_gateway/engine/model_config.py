@@ -51,6 +51,7 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...]
     torch_dtype: str | None  # the checkpoint's dtype name, e.g. "bfloat16"
     sliding_window: int | None  # None when every layer attends to the full context
+    initializer_range: float = 0.02  # std of random weights (load_format "dummy")
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ModelConfig:
@@ -112,6 +113,7 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
         eos_token_ids=_eos_ids(raw, generation or {}),
         torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
         sliding_window=_sliding_window(raw, is_qwen2),
+        initializer_range=float(raw.get("initializer_range", 0.02)),
     )
 
 

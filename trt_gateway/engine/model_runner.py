@@ -4,7 +4,8 @@
 2. lay the step's tokens out on one axis (`forward_batch.layout`): decodes first, then prefill chunks and verify
    chunks (the pending token plus its drafts);
 3. run the model; project to logits only the rows that pick a token: the last of every sequence that samples, and
-   every row of a verify chunk;
+   every row of a verify chunk. On CUDA a decode-only step replays a captured graph instead (`cuda_graphs`), which
+   computes the logits of every row;
 4. sample on the device, or, when the step verifies drafts, run every sampling row through `rejection.verify` (a
    sequence without drafts is the case k = 0 there); bring ids and logprobs to the host in one transfer each.
 """
@@ -16,6 +17,7 @@ from collections.abc import Sequence as SequenceOf
 import torch
 
 from trt_gateway.engine.config import EngineConfig
+from trt_gateway.engine.cuda_graphs import DecodeGraphs
 from trt_gateway.engine.forward_batch import Chunk, ForwardBatch, layout
 from trt_gateway.engine.kv_cache import allocate_kv_cache
 from trt_gateway.engine.model_config import ModelConfig
@@ -41,19 +43,35 @@ class ModelRunner:
         device: torch.device,
         dtype: torch.dtype,
         draft: DraftModel | None = None,
+        *,
+        max_model_len: int = 0,
+        use_kernels: bool = False,
     ) -> None:
         self.model_cfg = model_cfg
         self.model = model
         self.block_size = config.block_size
         self.device = device
         self.dtype = dtype
-        self.kv_cache = allocate_kv_cache(model_cfg, num_blocks, config.block_size, dtype, device)
+        self.use_kernels = use_kernels
+        # One block past the num_blocks the block manager hands out: CUDA graphs' padding rows write there.
+        self.kv_cache = allocate_kv_cache(model_cfg, num_blocks + 1, config.block_size, dtype, device)
         for i, attn in enumerate(model.attention_layers()):
             attn.bind_cache(self.kv_cache[0, i], self.kv_cache[1, i])
         self.draft = draft
         if draft is not None:
             draft.allocate_cache(num_blocks, config.block_size)
         self.sampler = Sampler()
+        self.graphs: DecodeGraphs | None = None
+        if use_kernels and device.type == "cuda" and config.cuda_graph_max_batch:
+            self.graphs = DecodeGraphs(
+                model,
+                max_batch=min(config.cuda_graph_max_batch, config.max_num_seqs),
+                max_blocks=-(-(max_model_len or model_cfg.max_position_embeddings) // config.block_size),
+                pad_block=num_blocks,
+                block_size=config.block_size,
+                device=device,
+            )
+            self.graphs.capture()
 
     @torch.inference_mode()
     def run(self, step: SchedulerOutput) -> Sampled:
@@ -63,11 +81,16 @@ class ModelRunner:
         if self.draft is not None and any(item.num_spec for item in scheduled):
             draft_probs = self.draft.propose([item for item in scheduled if item.num_spec])
         batch = self.prepare(scheduled)
-        hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
         sampling = [item for item in scheduled if item.samples]
+        if self.graphs is not None and self.graphs.fits(batch):
+            logits = self.graphs.run(batch)[batch.logit_rows]  # [R, V] float32
+        else:
+            hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
+            if not sampling:
+                return {}
+            logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
         if not sampling:
             return {}
-        logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
         if not any(item.num_spec for item in sampling):
             seqs = [item.seq for item in sampling]
             params = SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device)
@@ -90,7 +113,7 @@ class ModelRunner:
                     lora_rank=seq.lora.rank if seq.lora_slot and seq.lora is not None else 0,
                 )
             )
-        return layout(chunks, self.block_size, self.device)
+        return layout(chunks, self.block_size, self.device, batched_prefill=self.use_kernels)
 
     def _verify(self, sampling: list[ScheduledSeq], logits: torch.Tensor, draft_probs: torch.Tensor | None) -> Sampled:
         """Every sampling sequence with its k >= 0 drafts: rows of `logits` are theirs, k + 1 each, in order."""

@@ -100,6 +100,14 @@ class SamplingBatch:
     bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows [K], token ids [K], values [K]
     banned: tuple[torch.Tensor, torch.Tensor] | None = None  # rows [K], token ids [K] forced to -inf
     num_top_logprobs: int = -1  # -1: no row wants logprobs; else top alternatives to compute (max over rows)
+    all_greedy: bool | None = None  # known on the host: every row is greedy (None: unknown, check on the device)
+
+    @property
+    def plain_greedy(self) -> bool:
+        """Every row greedy and nothing that moves an argmax (bias, min_tokens bans, penalties) is set."""
+        return bool(self.all_greedy) and (
+            self.bias is None and self.banned is None and self.repetition_penalty is None and self.presence is None
+        )
 
     @classmethod
     def from_sequences(cls, seqs: SequenceOf[SamplingRow], vocab_size: int, device: torch.device) -> SamplingBatch:
@@ -133,6 +141,7 @@ class SamplingBatch:
             bias=_bias(seqs, device),
             banned=_banned_before_min_tokens(seqs, device),
             num_top_logprobs=num_top,
+            all_greedy=all(p.greedy for p in params),
         )
 
 

@@ -9,6 +9,11 @@ The KV cache of one layer is two tensors [num_blocks, block_size, Hkv, D]; token
    blocks through a padded block table and mask the padding. Shapes depend only on (batch, max blocks), which a
    later CUDA-graph capture can fix by bucketing;
 3. prefill chunks run one sequence at a time (a varlen loop) with a causal mask offset by the tokens already cached.
+
+On CUDA (`use_kernels`) steps 2 and 3 are one Triton launch each (`kernels.paged_decode`, `kernels.paged_prefill`)
+reading K/V in place through the block tables; the prefill chunks then come as one `PrefillBatch` instead of spans.
+The decode launch reads only each sequence's own blocks whatever the table's width, so a CUDA graph can hold the
+table at its widest (`cuda_graphs.DecodeGraphs`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,16 @@ class PrefillSpan:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefillBatch:
+    """Every prefill chunk of a step, for one varlen kernel launch. Rows are those after the decodes."""
+
+    query_start: torch.Tensor  # [N + 1] int32, chunk i's rows are query_start[i] ..< query_start[i + 1]
+    block_tables: torch.Tensor  # [N, M] int64, padded with block 0 (never read past a chunk's context)
+    context_lens: torch.Tensor  # [N] int64: cached tokens + the chunk's own
+    max_query_len: int
+
+
+@dataclass(frozen=True, slots=True)
 class AttentionMetadata:
     """Where the step's tokens go in the KV cache and what each one attends to. Passed down, never global."""
 
@@ -38,12 +53,14 @@ class AttentionMetadata:
     num_decodes: int  # the first num_decodes tokens are decodes, one per sequence
     decode_block_tables: torch.Tensor  # [num_decodes, max_blocks] int64, padded with block 0 (masked out)
     decode_context_lens: torch.Tensor  # [num_decodes] int64
-    prefills: tuple[PrefillSpan, ...]
+    prefills: tuple[PrefillSpan, ...]  # the torch path's chunks (empty when prefill_batch carries them)
+    prefill_batch: PrefillBatch | None = None  # the kernel path's chunks
 
 
 class Attention(nn.Module):
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int) -> None:
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, use_kernels: bool = False) -> None:
         super().__init__()
+        self.use_kernels = use_kernels
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
@@ -59,6 +76,8 @@ class Attention(nn.Module):
         if self.k_cache is None or self.v_cache is None:
             raise RuntimeError("Attention used before the model runner bound a KV cache")
         write_kv(self.k_cache, self.v_cache, k, v, meta.slot_mapping)
+        if self.use_kernels:
+            return self._forward_kernels(q, meta)
         out = torch.empty_like(q)
         n = meta.num_decodes
         if n:
@@ -68,6 +87,27 @@ class Attention(nn.Module):
         for span in meta.prefills:
             rows = slice(span.query_start, span.query_start + span.num_query)
             out[rows] = prefill_attention(q[rows], k[rows], v[rows], self.k_cache, self.v_cache, span, self.scale)
+        return out
+
+    def _forward_kernels(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        from trt_gateway.engine.kernels.paged_decode import paged_decode_attention
+        from trt_gateway.engine.kernels.paged_prefill import paged_prefill_attention
+
+        assert self.k_cache is not None and self.v_cache is not None  # checked by forward
+        n = meta.num_decodes
+        if meta.prefill_batch is None:  # decodes only: the common step, and the one CUDA graphs capture
+            return paged_decode_attention(
+                q, self.k_cache, self.v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale
+            )
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        if n:
+            out[:n] = paged_decode_attention(
+                q[:n], self.k_cache, self.v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale
+            )
+        p = meta.prefill_batch
+        out[n:] = paged_prefill_attention(
+            q[n:], self.k_cache, self.v_cache, p.block_tables, p.query_start, p.context_lens, p.max_query_len, self.scale
+        )
         return out
 
 

@@ -5,6 +5,10 @@ gives each target projection stacked slot weights (`lora_a`, `lora_b`) and every
 which slot each token uses; the layer then adds the batched LoRA term (`lora/batched.py`) to the shared base matmul.
 Parameter names (`weight`, `bias`) match `nn.Linear`, hence the HF checkpoint names load unchanged; the slot tensors
 are plain attributes, not part of the state dict.
+
+`fuse_linears` concatenates projections that read the same input (q/k/v, gate/up) into one weight and turns each
+part's weight into a view of it: one matmul instead of three (fewer launches, a better-shaped GEMM at small batch),
+no extra memory, and the parts keep their names, so checkpoints, LoRA slots and PEFT names are unchanged.
 """
 
 from __future__ import annotations
@@ -31,9 +35,48 @@ class Linear(nn.Module):
     def forward(self, x: torch.Tensor, lora: LoraBatch | None = None) -> torch.Tensor:
         """x: [T, in_features] -> [T, out_features]; `lora` (None: no token has an adapter) adds each token's own."""
         y = F.linear(x, self.weight, self.bias)
-        if lora is not None and self.lora_a is not None and self.lora_b is not None:
-            y = y + lora_delta(x, self.lora_a, self.lora_b, lora)
-        return y
+        delta = self.lora_term(x, lora)
+        return y if delta is None else y + delta
+
+    def lora_term(self, x: torch.Tensor, lora: LoraBatch | None) -> torch.Tensor | None:
+        """The batched LoRA term of x [T, in] -> [T, out], or None when no token of the step has an adapter."""
+        if lora is None or self.lora_a is None or self.lora_b is None:
+            return None
+        return lora_delta(x, self.lora_a, self.lora_b, lora)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class FusedLinear:
+    """Projections sharing one input, computed as one matmul. Not a module: the parts stay the modules."""
+
+    def __init__(self, parts: list[Linear]) -> None:
+        self.parts = parts
+        self.sizes = [p.out_features for p in parts]
+        with torch.no_grad():
+            weight = torch.cat([p.weight for p in parts])
+            bias = torch.cat([p.bias for p in parts]) if all(p.bias is not None for p in parts) else None
+        if bias is None and any(p.bias is not None for p in parts):
+            raise ValueError("fused projections must all have a bias or all have none")
+        start = 0
+        for part, size in zip(parts, self.sizes, strict=True):
+            # The part's own parameter becomes a view of the fused one, so the separate copy is freed.
+            part.weight = nn.Parameter(weight[start : start + size], requires_grad=False)
+            if bias is not None:
+                part.bias = nn.Parameter(bias[start : start + size], requires_grad=False)
+            start += size
+        self.weight = weight
+        self.bias = bias
+
+    def __call__(self, x: torch.Tensor, lora: LoraBatch | None = None) -> torch.Tensor:
+        """x: [T, in] -> [T, sum(out)], each part's columns in order, each with its own LoRA term."""
+        y = F.linear(x, self.weight, self.bias)
+        if lora is not None:
+            start = 0
+            for part, size in zip(self.parts, self.sizes, strict=True):
+                delta = part.lora_term(x, lora)
+                if delta is not None:
+                    y[:, start : start + size] += delta
+                start += size
+        return y

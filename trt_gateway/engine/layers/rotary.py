@@ -49,8 +49,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions: [T] int64; q: [T, H, D]; k: [T, Hkv, D] -> rotated q, k (same shapes and dtype)."""
+    def forward(
+        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, use_kernels: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions: [T] int64; q: [T, H, D]; k: [T, Hkv, D] -> rotated q, k (same shapes and dtype).
+
+        use_kernels: rotate q and k in place in one Triton launch (CUDA), with the same roundings as below."""
+        if use_kernels:
+            from trt_gateway.engine.kernels.rotary import apply_rotary_
+
+            apply_rotary_(q, k, positions, self.cos, self.sin)
+            return q, k
         cos = self.cos[positions].to(q.dtype)[:, None, :]  # [T, 1, D], broadcast over heads
         sin = self.sin[positions].to(q.dtype)[:, None, :]
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin

@@ -6,6 +6,10 @@ checkpoint's state dict loads with `load_state_dict(assign=True)` and no renamin
 
 Tokens of all sequences in a step are concatenated along one axis T; `positions` [T] and `AttentionMetadata` say
 which sequence and position each token is, and the optional `LoraBatch` which adapter slot (None: no token has one).
+
+After loading, `fuse_projections()` computes q/k/v and gate/up as one matmul each (`FusedLinear`), and the residual
+stream is carried beside the hidden states so every norm also does the add before it (`RMSNorm.forward_add`).
+`use_kernels` (CUDA) swaps norms, rotary, SwiGLU and attention for Triton kernels; the arithmetic stays HF's.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from torch import nn
 
 from trt_gateway.engine.layers.activation import silu_and_mul
 from trt_gateway.engine.layers.attention import Attention, AttentionMetadata
-from trt_gateway.engine.layers.linear import Linear
+from trt_gateway.engine.layers.linear import FusedLinear, Linear
 from trt_gateway.engine.layers.norm import RMSNorm
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
 from trt_gateway.engine.lora.batched import LoraBatch
@@ -23,8 +27,9 @@ from trt_gateway.engine.model_config import ModelConfig
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, use_kernels: bool = False) -> None:
         super().__init__()
+        self.use_kernels = use_kernels
         self.num_heads = cfg.num_attention_heads
         self.num_kv_heads = cfg.num_key_value_heads
         self.head_dim = cfg.head_dim
@@ -33,7 +38,8 @@ class LlamaAttention(nn.Module):
         self.k_proj = Linear(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
         self.v_proj = Linear(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
         self.o_proj = Linear(q_size, cfg.hidden_size, bias=cfg.o_bias)
-        self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim)
+        self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, use_kernels)
+        self.qkv: FusedLinear | None = None  # set by fuse_projections
         # Shared by all layers and built on the real device by the loader; its buffers are non-persistent, so it
         # is not part of the state dict the checkpoint must provide.
         self.rotary = rotary
@@ -43,64 +49,95 @@ class LlamaAttention(nn.Module):
     ) -> torch.Tensor:
         """positions: [T]; x: [T, hidden] -> [T, hidden]"""
         tokens = x.shape[0]
-        q = self.q_proj(x, lora).view(tokens, self.num_heads, self.head_dim)
-        k = self.k_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary(positions, q, k)
+        if self.qkv is not None:
+            q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+            qkv = self.qkv(x, lora)  # [T, q + 2 kv]; q, k, v below are views of it
+            q = qkv[:, :q_size].view(tokens, self.num_heads, self.head_dim)
+            k = qkv[:, q_size : q_size + kv_size].view(tokens, self.num_kv_heads, self.head_dim)
+            v = qkv[:, q_size + kv_size :].view(tokens, self.num_kv_heads, self.head_dim)
+        else:
+            q = self.q_proj(x, lora).view(tokens, self.num_heads, self.head_dim)
+            k = self.k_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
+            v = self.v_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
+        q, k = self.rotary(positions, q, k, self.use_kernels)
         out = self.attn(q, k, v, meta)  # [T, H, D]
         return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim), lora)
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, use_kernels: bool = False) -> None:
         super().__init__()
+        self.use_kernels = use_kernels
+        self.gate_up: FusedLinear | None = None  # set by fuse_projections
         self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor, lora: LoraBatch | None = None) -> torch.Tensor:
         """x: [T, hidden] -> [T, hidden]"""
-        return self.down_proj(silu_and_mul(self.gate_proj(x, lora), self.up_proj(x, lora)), lora)
+        if self.gate_up is not None:
+            gate_up = self.gate_up(x, lora)
+        else:
+            gate_up = torch.cat([self.gate_proj(x, lora), self.up_proj(x, lora)], dim=-1)
+        return self.down_proj(silu_and_mul(gate_up, self.use_kernels), lora)
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, use_kernels: bool = False) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = LlamaAttention(cfg, rotary)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = LlamaMLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_kernels)
+        self.self_attn = LlamaAttention(cfg, rotary, use_kernels)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_kernels)
+        self.mlp = LlamaMLP(cfg, use_kernels)
 
     def forward(
-        self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata, lora: LoraBatch | None = None
-    ) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x), meta, lora)
-        return x + self.mlp(self.post_attention_layernorm(x), lora)
+        self,
+        positions: torch.Tensor,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        meta: AttentionMetadata,
+        lora: LoraBatch | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: the previous layer's output, not yet added to `residual` (None for the first layer, whose input is
+        the embedding). -> (this layer's output, the residual stream before it), summed by the next norm."""
+        if residual is None:
+            residual, h = x, self.input_layernorm(x)
+        else:
+            h, residual = self.input_layernorm.forward_add(x, residual)
+        h = self.self_attn(positions, h, meta, lora)
+        h, residual = self.post_attention_layernorm.forward_add(h, residual)
+        return self.mlp(h, lora), residual
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, use_kernels: bool = False) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.embed_tokens.weight.requires_grad_(False)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(cfg, rotary, use_kernels) for _ in range(cfg.num_hidden_layers)
+        )
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_kernels)
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata, lora: LoraBatch | None = None
     ) -> torch.Tensor:
         """input_ids, positions: [T] -> hidden states [T, hidden] (after the final norm)"""
         x = self.embed_tokens(input_ids)
+        residual = None
         for layer in self.layers:
-            x = layer(positions, x, meta, lora)
-        return self.norm(x)
+            x, residual = layer(positions, x, residual, meta, lora)
+        if residual is None:  # no layers
+            return self.norm(x)
+        return self.norm.forward_add(x, residual)[0]
 
 
 class LlamaForCausalLM(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding) -> None:
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, use_kernels: bool = False) -> None:
         super().__init__()
         self.config = cfg
-        self.model = LlamaModel(cfg, rotary)
+        self.use_kernels = use_kernels
+        self.model = LlamaModel(cfg, rotary, use_kernels)
         # With tied embeddings the loader points lm_head.weight at embed_tokens.weight after loading.
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
 
@@ -112,6 +149,13 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [N, hidden] (only the rows that sample) -> logits [N, vocab] in float32."""
         return self.lm_head(hidden).float()
+
+    def fuse_projections(self) -> None:
+        """After the weights are loaded: q/k/v and gate/up as one matmul each (the parts' weights become views)."""
+        for layer in self.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            attn.qkv = FusedLinear([attn.q_proj, attn.k_proj, attn.v_proj])
+            mlp.gate_up = FusedLinear([mlp.gate_proj, mlp.up_proj])
 
     def attention_layers(self) -> list[Attention]:
         return [module for module in self.modules() if isinstance(module, Attention)]

@@ -33,7 +33,14 @@ from trt_gateway.engine.speculative.rejection import draft_key
 
 class DraftModel:
     def __init__(
-        self, path: str, target: ModelConfig, device: torch.device, dtype: torch.dtype, max_model_len: int
+        self,
+        path: str,
+        target: ModelConfig,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_model_len: int,
+        *,
+        use_kernels: bool = False,
     ) -> None:
         try:
             self.model_cfg = ModelConfig.from_pretrained(path)
@@ -54,7 +61,8 @@ class DraftModel:
         self.path = path
         self.device = device
         self.dtype = dtype
-        self.model = load_model(path, self.model_cfg, device, dtype, max_model_len)
+        self.use_kernels = use_kernels
+        self.model = load_model(path, self.model_cfg, device, dtype, max_model_len, use_kernels=use_kernels)
         self.kv_cache: torch.Tensor | None = None
         self.block_size = 0
 
@@ -63,7 +71,8 @@ class DraftModel:
 
     def allocate_cache(self, num_blocks: int, block_size: int) -> None:
         self.block_size = block_size
-        self.kv_cache = allocate_kv_cache(self.model_cfg, num_blocks, block_size, self.dtype, self.device)
+        # One block more than the block manager hands out, as for the target's cache (see ModelRunner).
+        self.kv_cache = allocate_kv_cache(self.model_cfg, num_blocks + 1, block_size, self.dtype, self.device)
         for i, attn in enumerate(self.model.attention_layers()):
             attn.bind_cache(self.kv_cache[0, i], self.kv_cache[1, i])
 
@@ -86,7 +95,7 @@ class DraftModel:
                     chunks.append(Chunk(seq.token_ids[done : start + 1], done, seq.block_table, num_logits=1))
                 else:
                     chunks.append(Chunk([drafts[i][-1]], start + j, seq.block_table, num_logits=1))
-            batch = layout(chunks, self.block_size, self.device)
+            batch = layout(chunks, self.block_size, self.device, batched_prefill=self.use_kernels)
             hidden = self.model(batch.input_ids, batch.positions, batch.meta)
             logits = self.model.compute_logits(hidden[batch.logit_rows])  # [L, V]
             tokens = self._draw(logits, [items[i] for i in live], j, q, live)
