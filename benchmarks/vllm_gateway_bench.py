@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-num-seqs", type=int, default=1024)
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--port", type=int, default=50071)
-    p.add_argument("--model-dir", default="", help="a directory with a Llama config.json (default: a temporary one)")
+    p.add_argument("--model-dir", default="",
+                   help="a directory with a Llama config.json, written there when missing (default: a temporary one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-timeout-s", type=float, default=900.0, help="how long the gateway may take to serve")
     p.add_argument("--result-file", default="", help="also write the JSON result here (the phase children use it)")
@@ -74,11 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_dir(args: argparse.Namespace) -> str:
-    if args.model_dir:
-        return str(args.model_dir)
-    path = Path(tempfile.mkdtemp(prefix="vllm-bench-")) / MODEL_NAME
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(LLAMA3_8B))
+    """--model-dir (given the Llama-3-8B config.json when it has none, so that phases run as separate commands can
+    share one directory and vLLM's compile cache), else a temporary directory."""
+    path = Path(args.model_dir) if args.model_dir else Path(tempfile.mkdtemp(prefix="vllm-bench-")) / MODEL_NAME
+    if not (path / "config.json").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(LLAMA3_8B))
     return str(path)
 
 
@@ -98,6 +100,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_offline(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    # Reached only from main(), i.e. under `if __name__ == "__main__":`: vLLM spawns its engine-core process, which
+    # re-imports this file as __mp_main__; nothing at module level may build an engine.
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -126,17 +130,23 @@ def run_offline(args: argparse.Namespace, model: str) -> dict[str, Any]:
 # -- phase: the gateway (server child + clients here) -------------------------------------------------------------
 
 
-def run_serve(args: argparse.Namespace, model: str) -> int:
+def gateway_config(args: argparse.Namespace, model: str) -> Any:
+    """The serve child's GatewayConfig: what `trt-gateway serve --executor vllm --option ...` builds, as a mapping."""
     from trt_gateway.config import from_mapping
-    from trt_gateway.server.app import serve
 
-    config = from_mapping({
+    max_tokens = max(args.output_len, args.itl_tokens)
+    return from_mapping({
         "server": {"host": "127.0.0.1", "port": args.port, "stall_timeout_s": 0},
         "executor": {"name": "vllm", "model": model, "served_name": MODEL_NAME, "options": engine_options(args)},
         "admission": {"max_inflight": max(args.concurrency, 1), "max_queued": max(args.requests, 1)},
-        "limits": {"max_tokens": max(args.output_len, args.itl_tokens)},
+        "limits": {"max_tokens": max_tokens, "default_max_tokens": max_tokens},
     })
-    return asyncio.run(serve(config))
+
+
+def run_serve(args: argparse.Namespace, model: str) -> int:
+    from trt_gateway.server.app import serve
+
+    return asyncio.run(serve(gateway_config(args, model)))
 
 
 async def wait_serving(target: str, timeout_s: float, child: subprocess.Popen[bytes]) -> None:

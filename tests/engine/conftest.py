@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_helpers import CPU_BF16, CPU_FP32, CUDA_BF16, VARIANTS, Checkpoint, DeviceCase, build_hf_model
+from engine_helpers import CPU_BF16, CPU_FP32, CUDA_BF16, CUDA_FP32, VARIANTS, Checkpoint, DeviceCase, build_hf_model
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,9 @@ def llama(checkpoints: dict[str, Checkpoint]) -> Checkpoint:
         CPU_BF16,
         pytest.param(
             CUDA_BF16, marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+        ),
+        pytest.param(
+            CUDA_FP32, marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
         ),
     ],
     ids=lambda case: f"{case.device}-{case.dtype}",

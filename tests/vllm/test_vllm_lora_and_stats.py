@@ -126,6 +126,17 @@ async def test_engine_stats_reach_the_registry(model_dir: str, control: Any) -> 
     assert _value(registry, "trt_gateway_vllm_kv_cache_usage") >= 0
 
 
+def test_prompt_tokens_from_older_vllm_stats() -> None:
+    """Before 0.26's IterationStats.prompt_token_stats, num_prompt_tokens was a plain field of prefilled tokens."""
+    from types import SimpleNamespace
+
+    from trt_gateway.executors.vllm_stats import EngineStats
+
+    stats = EngineStats()
+    stats.record(None, SimpleNamespace(num_prompt_tokens=7, num_generation_tokens=2, num_preempted_reqs=0))
+    assert stats.latest["prompt_tokens"] == 7 and stats.latest["generation_tokens"] == 2
+
+
 async def test_stats_off(model_dir: str, control: Any) -> None:
     executor = await started(model_dir, options={"log_stats": False})
     await collect(executor, req())

@@ -68,6 +68,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     # (field named in the error, which options the executor runs with, request fields)
     ("speculative.disable", "spec", {"speculative": SpeculativeOptions(enabled=False)}),
     ("speculative.num_draft_tokens", "spec", {"speculative": SpeculativeOptions(num_draft_tokens=2)}),
+    ("sampling.min_p", "spec", {"sampling": SamplingParams(min_p=0.1)}),
+    ("sampling.logit_bias", "spec", {"sampling": SamplingParams(logit_bias={5: 1.0})}),
     ("guided.json_schema", "no-guided", {"guided": GuidedDecoding(json_schema="{}")}),
     ("guided.regex", "no-guided", {"guided": GuidedDecoding(regex="a+")}),
     ("guided.grammar", "no-guided", {"guided": GuidedDecoding(grammar='root ::= "a"')}),
@@ -128,4 +130,14 @@ def test_every_gateway_field_is_mapped_or_refused() -> None:
             assert name in FIELD_MAP or name in elsewhere, name
     assert {f"speculative.{f.name}" for f in dataclasses.fields(t.SpeculativeOptions)} == {
         "speculative.enabled", "speculative.num_draft_tokens"}
-    assert set(CONDITIONAL) == {"speculative.disable", "speculative.num_draft_tokens"}
+    assert set(CONDITIONAL) == {"speculative.disable", "speculative.num_draft_tokens", "sampling.min_p",
+                                "sampling.logit_bias"}
+
+
+async def test_speculative_engines_report_no_min_p_or_logit_bias(model_dir: str, tmp_path: Path,
+                                                                 control: Any) -> None:
+    """vLLM 0.26 rejects min_p and logit_bias when the engine speculates; the capabilities say so up front."""
+    caps = (await started(model_dir, options=spec_options(tmp_path))).models()[0].capabilities
+    assert not caps.min_p and not caps.logit_bias
+    plain = (await started(model_dir)).models()[0].capabilities
+    assert plain.min_p and plain.logit_bias

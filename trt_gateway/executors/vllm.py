@@ -1,8 +1,8 @@
 """The `vllm` executor: vLLM's v1 async engine (`AsyncLLM`) behind the Executor contract, on the gateway's event loop.
 
-Written against vLLM's sources (v1 `AsyncLLM`, 0.10 to 0.26+, features detected, no version pinned) and tested
-against a double of that API (tests/vllm/fake); it has NOT yet run against a real vLLM (docs/vllm.md says what is
-and is not verified).
+Written against vLLM's sources (v1 `AsyncLLM`, 0.10 to 0.26+, features detected, no version pinned), checked against
+vLLM 0.26.0's released sources, and tested against a double of that API (tests/vllm/fake); it has NOT yet run on a
+GPU (docs/vllm.md says what is and is not verified).
 
 `AsyncLLM` lives in this process and runs its engine core in a child process; its output handler is a task on the
 gateway's loop, so no thread hop sits between vLLM and the gRPC writer. One request, as numbered steps:
@@ -97,6 +97,7 @@ class VllmExecutor(Executor):
             self.engine = await asyncio.to_thread(build) if self.options.start_in_thread else build()
             if not self.options.skip_tokenizer_init:
                 self.tokenizer = await _maybe_await(self.engine.get_tokenizer())
+            # an attribute of AsyncLLM (0.26 has no get_model_config(); some older versions had only that coroutine)
             model_config = getattr(self.engine, "model_config", None) or await self.engine.get_model_config()
         except Exception as exc:  # noqa: BLE001 - any start-up failure becomes one clear configuration error
             raise ConfigError(f"executor.model: vLLM could not load {model}: {type(exc).__name__}: {exc}") from exc
@@ -124,8 +125,9 @@ class VllmExecutor(Executor):
             max_top_logprobs=opts.max_top_logprobs,
             chat_template=tok is not None and bool(getattr(tok, "chat_template", None)),
             tokenize=tok is not None,
-            logit_bias="logit_bias" in api.sampling_fields,
-            min_p="min_p" in api.sampling_fields,
+            # vLLM refuses min_p and logit_bias on an engine with a speculative_config (_validate_spec_decode)
+            logit_bias="logit_bias" in api.sampling_fields and self.spec is None,
+            min_p="min_p" in api.sampling_fields and self.spec is None,
         )
         self._support = ParamSupport(
             fields=api.sampling_fields,
@@ -278,7 +280,7 @@ class VllmExecutor(Executor):
 
 
 async def _maybe_await(value: Any) -> Any:
-    """`AsyncLLM.get_tokenizer()` is a coroutine in some versions and a plain method in others."""
+    """`AsyncLLM.get_tokenizer()` is a plain method in vLLM 0.26 and a coroutine in some older versions."""
     return await value if inspect.isawaitable(value) else value
 
 

@@ -113,7 +113,9 @@ def load_api() -> VllmApi:
             break
     args_cls = getattr(vllm, "AsyncEngineArgs", None) or importlib.import_module("vllm.engine.arg_utils").AsyncEngineArgs
     spec_cls = _first([("vllm.config", "SpeculativeConfig"), ("vllm.config.speculative", "SpeculativeConfig")])
-    client_error = _optional("vllm.exceptions", "VLLMClientError")  # newest: validation errors are no ValueErrors
+    # vLLM 0.26's validation errors are ValueErrors (VLLMValidationError); VLLMClientError is not in 0.26 and is
+    # looked up only in case a later version raises it instead
+    client_error = _optional("vllm.exceptions", "VLLMClientError")
     return VllmApi(
         version=str(getattr(vllm, "__version__", "unknown")),
         engine_cls=engine_cls,

@@ -44,6 +44,10 @@ FIELD_MAP = {
 CONDITIONAL = {
     "speculative.disable": "vLLM speculates for every request of an engine built with a speculative_config",
     "speculative.num_draft_tokens": "vLLM uses num_speculative_tokens for every request",
+    # vLLM 0.26 SamplingParams._validate_spec_decode: "The min_p and logit_bias sampling parameters are not yet
+    # supported with speculative decoding."
+    "sampling.min_p": "vLLM does not support min_p with speculative decoding",
+    "sampling.logit_bias": "vLLM does not support logit_bias with speculative decoding",
 }
 
 
@@ -66,6 +70,10 @@ def sampling_kwargs(request: GenerateRequest, m: ParamSupport) -> dict[str, Any]
         raise _refuse("speculative.disable", "turning speculative decoding off per request", CONDITIONAL)
     if m.speculative and sp.num_draft_tokens is not None and sp.num_draft_tokens != m.spec_draft_tokens:
         raise _refuse("speculative.num_draft_tokens", "a per-request draft length", CONDITIONAL)
+    if m.speculative and s.min_p:
+        raise _refuse("sampling.min_p", "min_p on an engine with speculative decoding", CONDITIONAL)
+    if m.speculative and s.logit_bias:
+        raise _refuse("sampling.logit_bias", "logit_bias on an engine with speculative decoding", CONDITIONAL)
     if st.stop and not m.tokenizer:
         raise _refuse("stopping.stop", "stop strings without a tokenizer (the engine runs with skip_tokenizer_init)")
     kw: dict[str, Any] = {

@@ -7,7 +7,9 @@ on; it forwards both to gauges and counters named `trt_gateway_vllm_*`. vLLM's o
 its `vllm:*` metrics to the process-global registry as usual.
 
 The stats classes are not a stable vLLM interface, so every field is read by name with a fallback: `kv_cache_usage`
-was `gpu_cache_usage` in older versions; `spec_decoding_stats` is None without speculation.
+was `gpu_cache_usage` in older versions; `spec_decoding_stats` is None without speculation; prefilled prompt tokens are
+`IterationStats.prompt_token_stats.computed` in vLLM 0.26 (its `num_prompt_tokens` became a property that counts
+prefix-cache hits too) and `num_prompt_tokens` in older versions.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ GAUGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 # counter suffix, help, which stats object, field
 COUNTERS: tuple[tuple[str, str, str, str], ...] = (
-    ("prompt_tokens", "Prompt tokens vLLM prefilled.", "iteration", "num_prompt_tokens"),
+    ("prompt_tokens", "Prompt tokens vLLM prefilled (prefix-cache hits excluded).", "prompt", "computed"),
     ("generation_tokens", "Tokens vLLM generated.", "iteration", "num_generation_tokens"),
     ("preemptions", "Requests vLLM preempted.", "iteration", "num_preempted_reqs"),
     ("prefix_cache_queries", "Prompt tokens looked up in vLLM's prefix cache.", "prefix", "queries"),
@@ -69,8 +71,10 @@ class EngineStats:
                     self.latest[suffix] = float(value)
                     if suffix in self._gauges:
                         self._gauges[suffix].set(value)
+        prompt = getattr(iteration_stats, "prompt_token_stats", None)  # vLLM 0.26; before: num_prompt_tokens
         sources = {
             "iteration": iteration_stats,
+            "prompt": prompt if prompt is not None else _Computed(getattr(iteration_stats, "num_prompt_tokens", None)),
             "prefix": getattr(scheduler_stats, "prefix_cache_stats", None),
             "spec": getattr(scheduler_stats, "spec_decoding_stats", None),
         }
@@ -99,6 +103,13 @@ class EngineStats:
                 pass
 
         return GatewayStatLogger
+
+
+class _Computed:
+    """Older vLLM's IterationStats.num_prompt_tokens (prefilled tokens), read as 0.26's prompt_token_stats.computed."""
+
+    def __init__(self, computed: Any) -> None:
+        self.computed = computed
 
 
 def _number(value: Any) -> bool:

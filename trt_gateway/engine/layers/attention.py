@@ -101,12 +101,26 @@ class Attention(nn.Module):
             )
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if n:
-            out[:n] = paged_decode_attention(
-                q[:n], self.k_cache, self.v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale
+            paged_decode_attention(
+                q[:n],
+                self.k_cache,
+                self.v_cache,
+                meta.decode_block_tables,
+                meta.decode_context_lens,
+                self.scale,
+                out=out[:n],
             )
         p = meta.prefill_batch
-        out[n:] = paged_prefill_attention(
-            q[n:], self.k_cache, self.v_cache, p.block_tables, p.query_start, p.context_lens, p.max_query_len, self.scale
+        paged_prefill_attention(
+            q[n:],
+            self.k_cache,
+            self.v_cache,
+            p.block_tables,
+            p.query_start,
+            p.context_lens,
+            p.max_query_len,
+            self.scale,
+            out=out[n:],
         )
         return out
 

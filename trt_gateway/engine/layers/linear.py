@@ -56,8 +56,9 @@ class FusedLinear:
         self.sizes = [p.out_features for p in parts]
         with torch.no_grad():
             weight = torch.cat([p.weight for p in parts])
-            bias = torch.cat([p.bias for p in parts]) if all(p.bias is not None for p in parts) else None
-        if bias is None and any(p.bias is not None for p in parts):
+            biases: list[torch.Tensor] = [p.bias for p in parts if p.bias is not None]
+            bias = torch.cat(biases) if len(biases) == len(parts) else None
+        if biases and bias is None:
             raise ValueError("fused projections must all have a bias or all have none")
         start = 0
         for part, size in zip(parts, self.sizes, strict=True):

@@ -153,6 +153,7 @@ class LlamaForCausalLM(nn.Module):
     def fuse_projections(self) -> None:
         """After the weights are loaded: q/k/v and gate/up as one matmul each (the parts' weights become views)."""
         for layer in self.model.layers:
+            assert isinstance(layer, LlamaDecoderLayer)
             attn, mlp = layer.self_attn, layer.mlp
             attn.qkv = FusedLinear([attn.q_proj, attn.k_proj, attn.v_proj])
             mlp.gate_up = FusedLinear([mlp.gate_proj, mlp.up_proj])

@@ -7,12 +7,13 @@ LoRARequest validation, the exceptions vLLM raises. The model itself is scripted
 
 from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
 from vllm.engine.async_llm_engine import AsyncLLMEngine
+from vllm.entrypoints.llm import LLM
 from vllm.inputs import TextPrompt, TokensPrompt
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.sampling_params import RequestOutputKind, SamplingParams
 from vllm.version import __version__
 
 __all__ = [
-    "AsyncEngineArgs", "AsyncLLMEngine", "CompletionOutput", "EngineArgs", "RequestOutput", "RequestOutputKind",
+    "LLM", "AsyncEngineArgs", "AsyncLLMEngine", "CompletionOutput", "EngineArgs", "RequestOutput", "RequestOutputKind",
     "SamplingParams", "TextPrompt", "TokensPrompt", "__version__",
 ]

@@ -56,6 +56,7 @@ class FakeTokenizer:
     bos_token_id = BOS
     pad_token_id = PAD
     vocab_size = VOCAB_SIZE
+    max_token_id = VOCAB_SIZE - 1
     chat_template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant: "
 
     def __len__(self) -> int:

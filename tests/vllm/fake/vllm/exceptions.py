@@ -1,4 +1,4 @@
-"""`vllm.exceptions`: request validation errors are ValueErrors (until VLLMClientError arrived after 0.26)."""
+"""`vllm.exceptions` (0.26): request validation errors are ValueErrors (VLLMValidationError, or plain ValueError)."""
 
 from __future__ import annotations
 
@@ -10,3 +10,8 @@ class VLLMValidationError(ValueError):
         super().__init__(message)
         self.parameter = parameter
         self.value = value
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        extras = [f"{k}={v}" for k, v in (("parameter", self.parameter), ("value", self.value)) if v is not None]
+        return f"{base} ({', '.join(extras)})" if extras else base

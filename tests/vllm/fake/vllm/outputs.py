@@ -1,4 +1,4 @@
-"""`vllm.outputs`: RequestOutput and CompletionOutput, with RequestOutput.add as the output collector uses it."""
+"""`vllm.outputs` (0.26): RequestOutput and CompletionOutput, with RequestOutput.add as the output collector uses it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ class CompletionOutput:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     lora_request: Any = None
-    kv_transfer_params: dict[str, Any] | None = None
 
     def finished(self) -> bool:
         return self.finish_reason is not None
@@ -30,7 +29,8 @@ class RequestOutput:
                  prompt_logprobs: Any, outputs: list[CompletionOutput], finished: bool, metrics: Any = None,
                  lora_request: Any = None, encoder_prompt: str | None = None,
                  encoder_prompt_token_ids: list[int] | None = None, num_cached_tokens: int | None = None,
-                 **kwargs: Any) -> None:
+                 num_cache_creation_tokens: int | None = None, *, kv_transfer_params: dict[str, Any] | None = None,
+                 ec_transfer_params: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self.request_id = request_id
         self.prompt = prompt
         self.prompt_token_ids = prompt_token_ids
@@ -42,12 +42,16 @@ class RequestOutput:
         self.encoder_prompt = encoder_prompt
         self.encoder_prompt_token_ids = encoder_prompt_token_ids
         self.num_cached_tokens = num_cached_tokens
+        self.num_cache_creation_tokens = num_cache_creation_tokens
+        self.kv_transfer_params = kv_transfer_params
+        self.ec_transfer_params = ec_transfer_params
 
     def add(self, next_output: RequestOutput, aggregate: bool) -> None:
-        """Merge a later output into this one (DELTA: concatenate; otherwise: replace)."""
+        """Merge a later output into this one (DELTA: concatenate; otherwise: replace). As in vLLM 0.26, the
+        request-level fields (num_cached_tokens, metrics) stay the first output's."""
         self.finished |= next_output.finished
-        self.num_cached_tokens = next_output.num_cached_tokens
-        self.metrics = next_output.metrics
+        self.kv_transfer_params = next_output.kv_transfer_params
+        self.ec_transfer_params = next_output.ec_transfer_params
         for nxt in next_output.outputs:
             for i, cur in enumerate(self.outputs):
                 if cur.index == nxt.index:

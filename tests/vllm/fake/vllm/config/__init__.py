@@ -11,12 +11,13 @@ STRUCTURED_BACKENDS = ("auto", "xgrammar", "guidance", "outlines", "lm-format-en
 
 
 @dataclass
-class StructuredOutputsConfig:
+class StructuredOutputsConfig:  # a pydantic dataclass in vLLM (extra fields forbidden); ValidationError is a ValueError
     backend: str = "auto"
-    disable_fallback: bool = False
     disable_any_whitespace: bool = False
     disable_additional_properties: bool = False
     reasoning_parser: str = ""
+    reasoning_parser_plugin: str = ""
+    enable_in_reasoning: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in STRUCTURED_BACKENDS:

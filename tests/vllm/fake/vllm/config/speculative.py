@@ -1,4 +1,4 @@
-"""`vllm.config.speculative`: SpeculativeConfig (a pydantic dataclass in vLLM: unknown keys are errors) and the
+"""`vllm.config.speculative` (0.26): SpeculativeConfig (a pydantic dataclass in vLLM: unknown keys are errors) and the
 Literal of methods."""
 
 from __future__ import annotations
@@ -8,14 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-MTPModelTypes = Literal["deepseek_mtp", "mimo_mtp", "qwen3_next_mtp", "mtp"]
-EagleModelTypes = Literal["eagle", "eagle3", MTPModelTypes]
-SpeculativeMethod = Literal["ngram", "medusa", "mlp_speculator", "draft_model", "suffix", EagleModelTypes, "ngram_gpu"]
+MTPModelTypes = Literal[
+    "deepseek_mtp", "mimo_mtp", "mimo_v2_mtp", "glm4_moe_mtp", "glm4_moe_lite_mtp", "glm_ocr_mtp", "ernie_mtp",
+    "nemotron_h_mtp", "exaone_moe_mtp", "exaone4_5_mtp", "qwen3_next_mtp", "qwen3_5_mtp", "longcat_flash_mtp",
+    "minimax_m3_mtp", "bailing_hybrid_mtp", "mtp", "pangu_ultra_moe_mtp", "step3p5_mtp", "hy_v3_mtp", "gemma4_mtp",
+    "inkling_mtp",
+]
+NgramGPUTypes = Literal["ngram_gpu"]
+DFlashModelTypes = Literal["dflash"]
+DSparkModelTypes = Literal["dspark"]
+EagleModelTypes = Literal["eagle", "eagle3", "extract_hidden_states", MTPModelTypes, DFlashModelTypes]
+SpeculativeMethod = Literal["ngram", "medusa", "mlp_speculator", "draft_model", "suffix", "custom_class", EagleModelTypes,
+                            NgramGPUTypes, DSparkModelTypes]
 _METHODS = set(get_args(SpeculativeMethod))
 
 
 @dataclass
-class SpeculativeConfig:
+class SpeculativeConfig:  # vLLM 0.26's fields, in its order
     enforce_eager: bool | None = None
     num_speculative_tokens: int | None = None
     model: str | None = None
@@ -23,24 +32,32 @@ class SpeculativeConfig:
     draft_tensor_parallel_size: int | None = None
     tensor_parallel_size: int | None = None
     quantization: str | None = None
+    moe_backend: str | None = None
+    attention_backend: str | None = None
+    kv_cache_dtype: str | None = None
     max_model_len: int | None = None
     revision: str | None = None
     code_revision: str | None = None
-    disable_by_batch_size: int | None = None
     disable_padded_drafter_batch: bool = False
+    use_local_argmax_reduction: bool = False
+    use_heterogeneous_vocab: bool = False
     prompt_lookup_max: int | None = None
     prompt_lookup_min: int | None = None
-    speculative_token_tree: str | None = None
     parallel_drafting: bool = False
+    target_model_config: Any = None
+    target_parallel_config: Any = None
+    num_speculative_tokens_per_batch_size: Any = None
+    draft_model_config: Any = None
+    draft_parallel_config: Any = None
     suffix_decoding_max_tree_depth: int = 24
     suffix_decoding_max_cached_requests: int = 10000
     suffix_decoding_max_spec_factor: float = 1.0
     suffix_decoding_min_token_prob: float = 0.1
-    target_model_config: Any = None
-    target_parallel_config: Any = None
-    draft_model_config: Any = None
-    draft_parallel_config: Any = None
     draft_load_config: Any = None
+    rejection_sample_method: str = "standard"
+    synthetic_acceptance_rates: Any = None
+    synthetic_acceptance_length: Any = None
+    draft_sample_method: str = "greedy"
 
     def __post_init__(self) -> None:
         if self.method is not None and self.method not in _METHODS:

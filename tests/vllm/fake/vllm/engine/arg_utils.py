@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class EngineArgs:
     load_format: str = "auto"
     dtype: str = "auto"
     kv_cache_dtype: str = "auto"
-    seed: int | None = 0
+    seed: int = 0
     max_model_len: int | None = None
     distributed_executor_backend: str | None = None
     pipeline_parallel_size: int = 1
@@ -55,7 +55,7 @@ class EngineArgs:
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
     speculative_config: dict[str, Any] | None = None
-    structured_outputs_config: StructuredOutputsConfig | None = None
+    structured_outputs_config: StructuredOutputsConfig = field(default_factory=StructuredOutputsConfig)
     scheduling_policy: str = "fcfs"
     enable_chunked_prefill: bool | None = None
     stream_interval: int = 1
@@ -107,7 +107,7 @@ class EngineArgs:
                                              stream_interval=self.stream_interval),
             lora_config=lora,
             speculative_config=spec,
-            structured_outputs_config=self.structured_outputs_config or StructuredOutputsConfig(),
+            structured_outputs_config=self.structured_outputs_config,
             load_format=self.load_format,
             extra={"multiproc_method": os.environ.get("VLLM_WORKER_MULTIPROC_METHOD")},
         )

@@ -102,13 +102,16 @@ class EngineCore:
             self.die()
             return
         iteration, prefix = IterationStats(), PrefixCacheStats()
-        spec = SpecDecodingStats(control.num_speculative_tokens,
-                                 num_accepted_tokens_per_pos=[0] * control.num_speculative_tokens) if control else None
+        spec = SpecDecodingStats.new(control.num_speculative_tokens) if control else None
         running = len(self.requests)
         for req in list(self.requests.values()):
             if req.steps == 0:
                 req.stats.scheduled_ts = time.monotonic()
-                iteration.num_prompt_tokens += len(req.prompt_ids) - req.cached
+                prompt = iteration.prompt_token_stats
+                prompt.total += len(req.prompt_ids)
+                prompt.computed += len(req.prompt_ids) - req.cached
+                prompt.local_cache_hit += req.cached
+                prompt.cached_tokens += req.cached
                 prefix.requests += 1
                 prefix.queries += len(req.prompt_ids)
                 prefix.hits += req.cached

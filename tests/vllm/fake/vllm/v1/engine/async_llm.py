@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from vllm import _fake
-from vllm.exceptions import VLLMValidationError
 from vllm.lora.request import LoRARequest
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import SamplingParams
@@ -27,7 +26,7 @@ from vllm.v1.engine.output_processor import RequestOutputCollector
 
 
 class AsyncLLM:
-    def __init__(self, vllm_config: Any, executor_class: Any = None, log_stats: bool = True,
+    def __init__(self, vllm_config: Any, executor_class: Any, log_stats: bool,
                  usage_context: Any = None, mm_registry: Any = None, log_requests: bool = True,
                  start_engine_loop: bool = True, stat_loggers: list[Any] | None = None,
                  aggregate_engine_logging: bool = False, client_addresses: dict[str, Any] | None = None,
@@ -52,7 +51,7 @@ class AsyncLLM:
                          aggregate_engine_logging: bool = False, disable_log_stats: bool = False,
                          client_addresses: dict[str, Any] | None = None, client_count: int = 1,
                          client_index: int = 0) -> AsyncLLM:
-        return cls(vllm_config, log_stats=not disable_log_stats, stat_loggers=stat_loggers,
+        return cls(vllm_config, executor_class=None, log_stats=not disable_log_stats, stat_loggers=stat_loggers,
                    log_requests=enable_log_requests)
 
     @classmethod
@@ -62,8 +61,8 @@ class AsyncLLM:
         vllm_config = engine_args.create_engine_config(usage_context)
         if _fake.CONTROL.init_error is not None:
             raise _fake.CONTROL.init_error
-        return cls(vllm_config, log_stats=not engine_args.disable_log_stats, stat_loggers=stat_loggers,
-                   log_requests=engine_args.enable_log_requests)
+        return cls(vllm_config, executor_class=None, log_stats=not engine_args.disable_log_stats,
+                   stat_loggers=stat_loggers, log_requests=engine_args.enable_log_requests)
 
     # -- state -----------------------------------------------------------------------------------------------------
 
@@ -73,7 +72,11 @@ class AsyncLLM:
 
     @property
     def is_running(self) -> bool:
-        return not self.errored
+        return not self._shutdown  # vLLM: the output handler task is not done
+
+    @property
+    def is_stopped(self) -> bool:
+        return self.errored
 
     @property
     def dead_error(self) -> BaseException:
@@ -83,13 +86,10 @@ class AsyncLLM:
         if self.errored:
             raise self.dead_error
 
-    async def get_tokenizer(self) -> Any:
+    def get_tokenizer(self) -> Any:  # a plain method in vLLM 0.26 (a coroutine in some older versions)
         if self.tokenizer is None:
-            raise ValueError("Unable to get tokenizer because skip_tokenizer_init is True")
+            raise ValueError("Tokenizer not available when `skip_tokenizer_init=True`")
         return self.tokenizer
-
-    async def get_model_config(self) -> Any:
-        return self.model_config
 
     def shutdown(self, timeout: float | None = None) -> None:
         self._shutdown = True
@@ -102,7 +102,9 @@ class AsyncLLM:
     async def add_request(self, request_id: str, prompt: Any, params: SamplingParams, arrival_time: float | None = None,
                           lora_request: LoRARequest | None = None, tokenization_kwargs: dict[str, Any] | None = None,
                           trace_headers: Mapping[str, str] | None = None, priority: int = 0,
-                          data_parallel_rank: int | None = None) -> RequestOutputCollector:
+                          data_parallel_rank: int | None = None, prompt_text: str | None = None,
+                          reasoning_ended: bool | None = None,
+                          reasoning_parser_kwargs: dict[str, Any] | None = None) -> RequestOutputCollector:
         if self.errored:
             raise EngineDeadError()
         await asyncio.sleep(0)  # input processing (tokenization) yields to the loop in vLLM
@@ -120,52 +122,51 @@ class AsyncLLM:
 
     def _process_inputs(self, prompt: Any, params: SamplingParams, lora_request: Any,
                         priority: int) -> tuple[str | None, list[int]]:
+        """vLLM 0.26's InputProcessor.process_inputs, in its order: params.verify, LoRA, then the prompt. Priorities
+        are not checked against the scheduling policy (FCFS ignores them)."""
         cfg = self.vllm_config
         if not isinstance(params, SamplingParams):
-            raise TypeError(f"params must be SamplingParams, got {type(params).__name__}")
-        if priority != 0 and cfg.scheduler_config.scheduling_policy != "priority":
-            raise ValueError(f"Got priority {priority} but Priority scheduling is not enabled.")
+            raise TypeError(f"params must be either SamplingParams or PoolingParams, but got {type(params).__name__}")
+        params.verify(cfg.model_config, cfg.speculative_config, cfg.structured_outputs_config, self.tokenizer)
         if lora_request is not None and cfg.lora_config is None:
             raise ValueError(f"Got lora_request {lora_request} but LoRA is not enabled!")
-        max_logprobs = cfg.model_config.max_logprobs
-        if params.logprobs is not None and params.logprobs > max_logprobs:
-            raise VLLMValidationError(f"Requested sample logprobs of {params.logprobs}, which is greater than max "
-                                      f"allowed: {max_logprobs}", parameter="logprobs", value=params.logprobs)
-        vocab = cfg.model_config.get_vocab_size()
-        if params.logit_bias and any(not 0 <= t < vocab for t in params.logit_bias):
-            raise VLLMValidationError("token_id(s) in logit_bias contain out-of-vocab token ids",
-                                      parameter="logit_bias", value=params.logit_bias)
-        guided = getattr(params, "structured_outputs", None) or getattr(params, "guided_decoding", None)
-        if guided is not None and self.tokenizer is None:
-            raise ValueError("Structured outputs requires a tokenizer; skip_tokenizer_init is True")
         if isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise ValueError("Unable to get tokenizer because skip_tokenizer_init is True")
-            text, ids = prompt, self.tokenizer.encode(prompt)
-        elif isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            prompt = {"prompt": prompt}
+        if isinstance(prompt, list):
+            prompt = {"prompt_token_ids": prompt}
+        if not isinstance(prompt, dict):
+            raise TypeError("Prompt should be a string, list of tokens, or dictionary")
+        if "prompt_token_ids" in prompt:
             text, ids = prompt.get("prompt"), list(prompt["prompt_token_ids"])
-        elif isinstance(prompt, dict) and "prompt" in prompt:
-            return self._process_inputs(prompt["prompt"], params, None, 0)
+        elif "prompt" in prompt:
+            if self.tokenizer is None:
+                raise ValueError("Tokenizer not available when `skip_tokenizer_init=True`")
+            text, ids = prompt["prompt"], self.tokenizer.encode(prompt["prompt"])
         else:
-            raise TypeError(f"Invalid prompt type: {type(prompt).__name__}")
-        if not ids:
-            raise VLLMValidationError("The decoder prompt cannot be empty", parameter="prompt")
-        bad = next((t for t in ids if not 0 <= t < vocab), None)
-        if bad is not None:
-            raise VLLMValidationError(f"Token id {bad} is out of vocabulary", parameter="prompt_token_ids", value=bad)
+            raise TypeError("Prompt dictionary must contain text, tokens, or embeddings")
         max_len = cfg.model_config.max_model_len
-        if len(ids) >= max_len:
-            raise VLLMValidationError(
-                f"The decoder prompt (length {len(ids)}) is longer than the maximum model length of {max_len}. "
-                "Make sure that `max_model_len` is no smaller than the number of text tokens.",
-                parameter="input_tokens", value=len(ids))
+        if not ids:
+            raise ValueError("The decoder prompt cannot be empty")
+        if len(ids) > max_len:
+            raise ValueError(f"The decoder prompt (length {len(ids)}) is longer than the maximum model length of "
+                             f"{max_len}. Make sure that `max_model_len` is no smaller than the number of text tokens.")
+        if len(ids) == max_len:
+            raise ValueError(f"The decoder prompt (length {len(ids)}) plus the number of requested output tokens (at "
+                             f"least 1) is longer than the maximum model length of {max_len}. Make sure that "
+                             "`max_model_len` is no smaller than the number of text tokens (prompt + requested "
+                             "output tokens).")
+        if self.tokenizer is not None:  # without a tokenizer vLLM checks no token id (the gateway does)
+            vocab = cfg.model_config.get_vocab_size()
+            if max(ids) > max(self.tokenizer.max_token_id, vocab - 1):
+                raise ValueError(f"Token id {max(ids)} is out of vocabulary")
         return text, ids
 
     async def generate(self, prompt: Any, sampling_params: SamplingParams, request_id: str, *,
                        prompt_text: str | None = None, lora_request: LoRARequest | None = None,
                        tokenization_kwargs: dict[str, Any] | None = None,
                        trace_headers: Mapping[str, str] | None = None, priority: int = 0,
-                       data_parallel_rank: int | None = None) -> AsyncGenerator[RequestOutput, None]:
+                       data_parallel_rank: int | None = None, reasoning_ended: bool | None = None,
+                       reasoning_parser_kwargs: dict[str, Any] | None = None) -> AsyncGenerator[RequestOutput, None]:
         q: RequestOutputCollector | None = None
         try:
             q = await self.add_request(request_id, prompt, sampling_params, lora_request=lora_request,

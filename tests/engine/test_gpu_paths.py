@@ -1,0 +1,121 @@
+"""The CUDA fast paths against the plain ones, on the GPU: Triton kernels vs the torch paths, CUDA-graph replays vs
+eager steps (padding rows included), dummy weights and the KV cache sized from free memory. Without a GPU only the
+device-independent parts run (bucket choice, dummy weights on the CPU).
+
+Graphed and eager steps run the same kernels on the same shapes except the padded batch, so in float32 they agree
+to 1e-4 in logprobs; the kernels vs torch comparison is float32 as well (tolerance 2e-3: TF32 dots in the kernels).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from engine_helpers import make_engine, make_request, prompts, run_until_done, tokens_of
+
+from trt_gateway.engine import EngineConfig, LLMEngine
+from trt_gateway.engine.cuda_graphs import batch_buckets
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_buckets_cover_every_batch_size():
+    for max_batch in (1, 3, 8, 100, 512, 600):
+        buckets = batch_buckets(max_batch)
+        assert buckets == sorted(set(buckets)) and buckets[0] == 1 and buckets[-1] == max_batch
+        for n in range(1, max_batch + 1):
+            b = next(s for s in buckets if s >= n)
+            assert b - n <= max(8, n // 4), (max_batch, n, b)  # padding stays a small fraction
+
+
+def _tiny_config(tmp_path, **extra):
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512,
+        "eos_token_id": 2, **extra,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return str(tmp_path)
+
+
+def test_dummy_weights_build_from_config_alone(tmp_path):
+    engine = LLMEngine(EngineConfig(model=_tiny_config(tmp_path), load_format="dummy", device="cpu"))
+    up = engine.model_runner.model.model.layers[0].mlp.up_proj.weight
+    assert abs(float(up.std()) - 0.02) < 0.002
+    assert float(engine.model_runner.model.model.norm.weight.min()) == 1.0
+    engine.add_request(make_request("a", max_tokens=5, stopping={"ignore_eos": True}), [5, 6, 7])
+    assert len(tokens_of(run_until_done(engine)["a"])) == 5
+
+
+def test_fused_projections_share_storage(llama):
+    engine = make_engine(llama.path)
+    attn = engine.model_runner.model.model.layers[0].self_attn
+    assert attn.qkv is not None
+    fused = attn.qkv.weight
+    for part in (attn.q_proj, attn.k_proj, attn.v_proj):
+        assert part.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+
+
+def _compare(a, b, atol):
+    assert a.keys() == b.keys()
+    for rid in a:
+        assert tokens_of(a[rid]) == tokens_of(b[rid]), rid
+        la = torch.tensor([lp.logprob for out in a[rid] for lp in out.logprobs])
+        lb = torch.tensor([lp.logprob for out in b[rid] for lp in out.logprobs])
+        worst = float((la - lb).abs().max())
+        print(f"{rid}: max |logprob diff| {worst:.3g}")
+        assert worst <= atol, (rid, worst)
+
+
+@cuda
+def test_graph_replays_match_eager_steps(llama):
+    request_prompts = dict(zip("abcde", prompts(5, [3, 9, 17, 30, 5], seed=7), strict=True))
+    graphed = make_engine(llama.path, device="cuda", dtype="float32")
+    assert graphed.model_runner.graphs is not None and graphed.model_runner.graphs.graphs
+    eager = make_engine(llama.path, device="cuda", dtype="float32", cuda_graph_max_batch=0)
+    assert eager.model_runner.graphs is None
+    got = _run_staggered(graphed, request_prompts)
+    want = _run_staggered(eager, request_prompts)
+    _compare(got, want, 1e-4)
+    assert graphed.num_free_blocks == graphed.num_total_blocks
+
+
+def _run_staggered(engine, request_prompts):
+    """Different max_tokens, so the running batch shrinks step by step (buckets 8, 4, 2, 1 with padding rows)."""
+    for i, (rid, prompt) in enumerate(request_prompts.items()):
+        engine.add_request(make_request(rid, max_tokens=8 + 5 * i, logprobs=True, top_logprobs=3), prompt)
+    return run_until_done(engine)
+
+
+@cuda
+def test_kernels_match_the_torch_paths(checkpoints):
+    for kind in ("llama", "llama3_gqa", "qwen2"):
+        ckpt = checkpoints[kind]
+        request_prompts = dict(zip("abcd", prompts(4, [2, 11, 25, 40], seed=8), strict=True))
+        fast = make_engine(ckpt.path, device="cuda", dtype="float32")
+        assert fast.use_kernels
+        plain = make_engine(ckpt.path, device="cuda", dtype="float32", kernels=False)
+        assert not plain.use_kernels and plain.model_runner.graphs is None
+        _compare(_run_staggered(fast, request_prompts), _run_staggered(plain, request_prompts), 2e-3)
+
+
+@cuda
+def test_dummy_8b_shaped_layer_runs_and_kv_comes_from_free_memory(tmp_path):
+    # Llama-3-8B's layer shapes (GQA 32/8, head_dim 128, FFN 14336) with 2 layers and a small vocabulary.
+    path = _tiny_config(
+        tmp_path, hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
+        vocab_size=32000, max_position_embeddings=2048,
+    )
+    engine = LLMEngine(
+        EngineConfig(model=path, load_format="dummy", device="cuda", dtype="bfloat16", max_num_seqs=64,
+                     gpu_memory_utilization=0.5)
+    )
+    free, total = torch.cuda.mem_get_info()
+    assert engine.num_total_blocks * 16 >= 64 * 2048  # sized from GPU memory, not the CPU default
+    request_prompts = dict(zip("abc", prompts(3, [100, 7, 300], seed=9), strict=True))
+    for rid, prompt in request_prompts.items():
+        engine.add_request(make_request(rid, max_tokens=12, stopping={"ignore_eos": True}), prompt)
+    outputs = run_until_done(engine)
+    assert all(len(tokens_of(outputs[rid])) == 12 for rid in request_prompts)
+    assert free > 0 and total > 0
