@@ -120,16 +120,25 @@ class SamplingBatch:
             return f32(values) if any(v != off for v in values) else None
 
         top_k = [p.top_k for p in params]
-        keys = [noise_key(s.seed, s.num_output_tokens) for s in seqs]
+        all_greedy = all(p.greedy for p in params)
+        if all_greedy:  # greedy rows never read their noise or temperature: fill on the device, no host lists
+            temperature = torch.zeros(len(seqs), dtype=torch.float32, device=device)
+            greedy = torch.ones(len(seqs), dtype=torch.bool, device=device)
+            noise_keys = torch.zeros(len(seqs), 2, dtype=torch.int64, device=device)
+        else:
+            temperature = f32([p.temperature for p in params])
+            greedy = torch.tensor([p.greedy for p in params], dtype=torch.bool, device=device)
+            keys = [noise_key(s.seed, s.num_output_tokens) for s in seqs]
+            noise_keys = torch.tensor(keys, dtype=torch.int64, device=device)
         rep = column([p.repetition_penalty for p in params], 1.0)
         # presence and frequency travel as a pair so the sampler needs one check
         penalised = any(p.presence_penalty or p.frequency_penalty for p in params)
         wants = [s.request.response for s in seqs]
         num_top = max((r.top_logprobs if (r.logprobs or r.top_logprobs) else -1) for r in wants)
         return cls(
-            temperature=f32([p.temperature for p in params]),
-            greedy=torch.tensor([p.greedy for p in params], dtype=torch.bool, device=device),
-            noise_keys=torch.tensor(keys, dtype=torch.int64, device=device),
+            temperature=temperature,
+            greedy=greedy,
+            noise_keys=noise_keys,
             top_k=torch.tensor(top_k, dtype=torch.int64, device=device) if any(top_k) else None,
             top_p=column([p.top_p for p in params], 1.0),
             min_p=column([p.min_p for p in params], 0.0),
@@ -141,7 +150,7 @@ class SamplingBatch:
             bias=_bias(seqs, device),
             banned=_banned_before_min_tokens(seqs, device),
             num_top_logprobs=num_top,
-            all_greedy=all(p.greedy for p in params),
+            all_greedy=all_greedy,
         )
 
 
