@@ -184,16 +184,16 @@ async def test_engine_death_is_unavailable_and_health_dead(server, stub) -> None
 
 async def test_out_of_memory_fails_only_that_step_and_the_server_keeps_serving(server, stub) -> None:
     runner = engine_of(server).model_runner
-    real_run = runner.run
+    real_launch = runner.launch
     calls = {"n": 0}
 
-    def run_once_oom(scheduled):  # noqa: ANN001, ANN202
+    def launch_once_oom(scheduled, after=None):  # noqa: ANN001, ANN202
         calls["n"] += 1
         if calls["n"] == 1:
             raise torch.OutOfMemoryError("simulated: CUDA out of memory")
-        return real_run(scheduled)
+        return real_launch(scheduled, after)
 
-    runner.run = run_once_oom
+    runner.launch = launch_once_oom
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Generate(greedy(PROMPTS[0]))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -89,10 +89,10 @@ def test_out_of_memory_fails_the_step_requests_without_leaking(engine, monkeypat
     engine.add_request(make_request("a", max_tokens=5), [5, 6, 7])
     engine.step()
 
-    def oom(_):
+    def oom(_, after=None):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(engine.model_runner, "run", oom)
+    monkeypatch.setattr(engine.model_runner, "launch", oom)
     outs = engine.step()
     assert outs[0].finish_reason is FinishReason.ERROR
     assert isinstance(outs[0].error, errors.ResourceExhausted)

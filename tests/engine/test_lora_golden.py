@@ -82,8 +82,8 @@ def record_logits(engine) -> dict[str, list[torch.Tensor]]:
     prepare, compute = runner.prepare, runner.model.compute_logits
     order: list[str] = []
 
-    def spy_prepare(scheduled):
-        inputs = prepare(scheduled)
+    def spy_prepare(scheduled, **kwargs):
+        inputs = prepare(scheduled, **kwargs)
         order[:] = [item.seq.request_id for item in scheduled if item.samples]
         return inputs
 

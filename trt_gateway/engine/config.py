@@ -53,6 +53,10 @@ class EngineConfig:
     # CUDA: replay decode-only steps of up to this many sequences from captured CUDA graphs (0: never). Needs the
     # kernels. Larger decode batches, and steps with prompt chunks, drafts to verify or LoRA adapters run eagerly.
     cuda_graph_max_batch: int = 512
+    # Schedule and launch the next decode step before the current one's tokens reach the host, so host work overlaps
+    # the GPU. None: on for CUDA. Steps with drafts, guided decoding or penalties (which need the token on the host)
+    # and steps that admit new requests are scheduled the ordinary way.
+    async_scheduling: bool | None = None
     max_loras: int = 0  # LoRA adapter slots in the model (adapters usable in one batch); 0 disables LoRA
     max_cpu_loras: int = 32  # adapters kept in host memory, slot residents included; must be >= max_loras
     max_lora_rank: int = 64  # slots are sized for this rank; adapters of a higher rank are refused

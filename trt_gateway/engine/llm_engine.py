@@ -1,7 +1,7 @@
 """The synchronous engine: requests in, per-step token ids and logprobs out.
 
-`step()` is three calls: `scheduler.schedule()` picks how many tokens each sequence computes, `model_runner.run()`
-computes them and samples, `scheduler.postprocess()` appends tokens, checks stop conditions and frees finished
+`step()` is three calls: `scheduler.schedule()` picks how many tokens each sequence computes, `model_runner`
+computes them and samples (`launch`, then `collect`), `scheduler.postprocess()` appends tokens, checks stop conditions and frees finished
 sequences' blocks. Text (detokenisation, stop strings, chat templates) is layered on top by the caller, which ends a
 sequence early with `finish(request_id, FinishReason.STOP_STRING)`.
 
@@ -11,6 +11,11 @@ naming one holds it (`LoraRef`) from `add_request` until it finishes; the schedu
 Speculative decoding (`speculative_mode`): before scheduling, `SpeculationPlanner` gives decoding sequences draft
 tokens (n-gram) or a draft count (draft model, which drafts inside the step); the step verifies them and a sequence
 may advance by several tokens, reported together in one StepOutput.
+
+Async scheduling (on CUDA by default): while step N's device work runs, the next step is scheduled and launched
+from N's outputs on the device (`Scheduler.schedule_next`, `ModelRunner.launch(after=...)`), then N's tokens are
+collected and post-processed. A sequence a stop token ends at N was computed once more at N+1; that row is dropped.
+`step()` still returns the tokens of one step per call, in order.
 
 Threading: one thread drives `add_request` and `step`. `abort` and `finish` may be called from any thread: they
 only enqueue, and the next `step()` applies them first, freeing the KV blocks before it schedules anything.
@@ -36,7 +41,7 @@ from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device
 from trt_gateway.engine.lora.batched import LoraSlots
 from trt_gateway.engine.lora.registry import LoraRef, LoraRegistry
 from trt_gateway.engine.model_config import ModelConfig
-from trt_gateway.engine.model_runner import ModelRunner
+from trt_gateway.engine.model_runner import Launched, ModelRunner
 from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
 from trt_gateway.engine.speculative.draft_model import DraftModel
@@ -127,6 +132,11 @@ class LLMEngine:
             if config.speculative_mode
             else None
         )
+        self.async_scheduling = (
+            config.async_scheduling if config.async_scheduling is not None else self.device.type == "cuda"
+        ) and self.speculation is None
+        self._inflight: tuple[SchedulerOutput, Launched] | None = None  # launched, not yet collected
+        self.num_async_steps = 0  # steps launched before their predecessor's tokens reached the host
         self._seqs: dict[str, Sequence] = {}
         self._pending: collections.deque[tuple[str, FinishReason]] = collections.deque()
         self._arrivals = 0
@@ -164,7 +174,8 @@ class LLMEngine:
         return self.block_manager.num_free_blocks
 
     def has_unfinished(self) -> bool:
-        return bool(self._seqs) or bool(self._pending)
+        # A launched step is drained by one more step() even when everything it computed has finished meanwhile.
+        return bool(self._seqs) or bool(self._pending) or self._inflight is not None
 
     @property
     def num_unfinished(self) -> int:
@@ -214,14 +225,24 @@ class LLMEngine:
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
         outputs = self._apply_pending()
-        if self.speculation is not None:
-            running = self.scheduler.running
-            self.speculation.plan(running, len(running), self.max_model_len)
-        scheduled = self.scheduler.schedule()
-        if scheduled.is_empty:
-            return outputs
+        if self._inflight is not None:
+            scheduled, launched = self._inflight
+            self._inflight = None
+        else:
+            if self.speculation is not None:
+                running = self.scheduler.running
+                self.speculation.plan(running, len(running), self.max_model_len)
+            scheduled = self.scheduler.schedule()
+            if scheduled.is_empty:
+                return outputs
+            try:
+                launched = self.model_runner.launch(scheduled)
+            except torch.OutOfMemoryError as exc:
+                return outputs + self._fail(scheduled, exc)
+        if self.async_scheduling:
+            self._launch_next(scheduled, launched)
         try:
-            sampled = self.model_runner.run(scheduled)
+            sampled = self.model_runner.collect(launched)
         except torch.OutOfMemoryError as exc:
             return outputs + self._fail(scheduled, exc)
         if self.speculation is not None:
@@ -233,6 +254,20 @@ class LLMEngine:
             if seq.is_finished:
                 self._retire(seq)
         return outputs
+
+    def _launch_next(self, scheduled: SchedulerOutput, launched: Launched) -> None:
+        """Launch the step after `scheduled` now, fed on the device, when it needs nothing from the host."""
+        if launched.done is not None or not all(_feeds_on_device(item.seq) for item in scheduled.scheduled):
+            return
+        nxt = self.scheduler.schedule_next(scheduled)
+        if nxt is None:
+            return
+        try:
+            self._inflight = (nxt, self.model_runner.launch(nxt, after=launched))
+            self.num_async_steps += 1
+        except torch.OutOfMemoryError:
+            # The next step is scheduled the ordinary way instead (blocks taken for it stay with their sequences).
+            logger.warning("launching the next decode step ran out of memory; scheduling it again")
 
     def _apply_pending(self) -> list[StepOutput]:
         outputs = []
@@ -318,6 +353,13 @@ class LLMEngine:
             matched_stop_token_id=seq.matched_stop_token_id,
             error=error,
         )
+
+
+def _feeds_on_device(seq: Sequence) -> bool:
+    """Whether seq's next token can be sampled without its previous one on the host: no grammar to advance, no
+    penalties over its history (bias, temperature, top-k/p, min-p, min_tokens and seeds only need counts)."""
+    p = seq.request.sampling
+    return seq.grammar is None and p.repetition_penalty == 1.0 and not p.presence_penalty and not p.frequency_penalty
 
 
 def _max_model_len(config: EngineConfig, cfg: ModelConfig) -> int:

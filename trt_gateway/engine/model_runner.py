@@ -1,5 +1,9 @@
 """Turns a scheduled step into one forward pass over the flattened batch, then samples or verifies drafts.
 
+`run` = `launch` + `collect`. `launch` queues a step's device work and returns at once on CUDA; `collect` waits for
+it. Between the two the engine may launch the next decode step (async scheduling, `LLMEngine`), fed with this step's
+sampled ids on the device, so the host's scheduling and bookkeeping overlap the GPU's forward pass.
+
 1. (draft-model speculation) the draft model proposes the step's draft tokens;
 2. lay the step's tokens out on one axis (`forward_batch.layout`): decodes first, then prefill chunks and verify
    chunks (the pending token plus its drafts);
@@ -12,7 +16,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence as SequenceOf
+from dataclasses import dataclass, field
 
 import torch
 
@@ -76,33 +82,66 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, step: SchedulerOutput) -> Sampled:
         """Compute the step's tokens; return the tokens each sampling sequence gets, by seq_id."""
+        return self.collect(self.launch(step))
+
+    @torch.inference_mode()
+    def launch(self, step: SchedulerOutput, after: Launched | None = None) -> Launched:
+        """Queue the step's device work and return without waiting for it (on CUDA); `collect` waits.
+
+        after: the launched step this one continues (async scheduling): every sequence here decodes the token that
+        step samples, which is not on the host yet. Its ids are gathered on the device from `after`'s output, and
+        the rows sample as if that token were appended (noise position, min_tokens)."""
         scheduled = step.scheduled
-        draft_probs = None
-        if self.draft is not None and any(item.num_spec for item in scheduled):
-            draft_probs = self.draft.propose([item for item in scheduled if item.num_spec])
-        batch = self.prepare(scheduled)
+        if self.draft is not None or any(item.num_spec for item in scheduled):
+            return Launched(done=self._run_speculative(scheduled))  # verification needs the host between passes
+        batch = self.prepare(scheduled, placeholders=after is not None)
+        if after is not None:
+            batch = dataclasses.replace(batch, input_ids=after.next_input_ids([item.seq for item in scheduled]))
         sampling = [item for item in scheduled if item.samples]
         if self.graphs is not None and self.graphs.fits(batch):
             logits = self.graphs.run(batch)[batch.logit_rows]  # [R, V] float32
         else:
             hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
             if not sampling:
-                return {}
+                return Launched(done={})
             logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
         if not sampling:
+            return Launched(done={})
+        seqs = [item.seq for item in sampling]
+        rows = [DraftRow(s, (0,)) for s in seqs] if after is not None else seqs
+        params = SamplingBatch.from_sequences(rows, self.model_cfg.vocab_size, self.device)
+        bitmask = fill_bitmask(seqs, [()] * len(seqs), self.model_cfg.vocab_size, self.device)
+        return Launched.of(seqs, self.sampler(logits, params, bitmask))
+
+    def collect(self, launched: Launched) -> Sampled:
+        """Wait for a launched step and bring its tokens (and logprobs) to the host."""
+        if launched.done is not None:
+            return launched.done
+        return launched.to_host()
+
+    def _run_speculative(self, scheduled: SequenceOf[ScheduledSeq]) -> Sampled:
+        draft_probs = None
+        if self.draft is not None and any(item.num_spec for item in scheduled):
+            draft_probs = self.draft.propose([item for item in scheduled if item.num_spec])
+        batch = self.prepare(scheduled)
+        hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
+        sampling = [item for item in scheduled if item.samples]
+        if not sampling:
             return {}
+        logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
         if not any(item.num_spec for item in sampling):
             seqs = [item.seq for item in sampling]
             params = SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device)
             bitmask = fill_bitmask(seqs, [()] * len(seqs), self.model_cfg.vocab_size, self.device)
-            return _to_host(seqs, self.sampler(logits, params, bitmask))
+            return Launched.of(seqs, self.sampler(logits, params, bitmask)).to_host()
         return self._verify(sampling, logits, draft_probs)
 
-    def prepare(self, scheduled: SequenceOf[ScheduledSeq]) -> ForwardBatch:
+    def prepare(self, scheduled: SequenceOf[ScheduledSeq], placeholders: bool = False) -> ForwardBatch:
+        """placeholders: the steps' tokens are not on the host yet (async scheduling; the caller fills them in)."""
         chunks = []
         for item in scheduled:
             seq, start, n = item.seq, item.start, item.num_new_tokens
-            known = seq.token_ids[start : start + n - item.num_spec]
+            known = [0] * n if placeholders else seq.token_ids[start : start + n - item.num_spec]
             chunks.append(
                 Chunk(
                     known + seq.spec_token_ids if item.num_spec else known,
@@ -180,6 +219,51 @@ class ModelRunner:
 
 def _tensor(values: list, device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int64, device=device)
+
+
+@dataclass(slots=True)
+class Launched:
+    """A step whose device work is queued. On CUDA its outputs are copied to pinned host memory behind it and an
+    event marks the end, so waiting for it never waits for a step queued after it."""
+
+    seqs: list[Sequence] = field(default_factory=list)  # the sampling sequences, in row order
+    device_ids: torch.Tensor | None = None  # [R] int64 sampled ids on the device (what a continuation reads)
+    host: SamplerOutput | None = None  # the same outputs in host memory, valid once `ready` has completed
+    ready: torch.cuda.Event | None = None
+    done: Sampled | None = None  # computed synchronously (speculative steps, steps that sample nothing)
+
+    @classmethod
+    def of(cls, seqs: list[Sequence], out: SamplerOutput) -> Launched:
+        if out.token_ids.device.type != "cuda":
+            return cls(seqs, out.token_ids, out)
+        host = SamplerOutput(
+            _to_pinned(out.token_ids),
+            None if out.logprobs is None else _to_pinned(out.logprobs),
+            None if out.top_ids is None else _to_pinned(out.top_ids),
+            None if out.top_logprobs is None else _to_pinned(out.top_logprobs),
+        )
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(seqs, out.token_ids, host, ready)
+
+    def next_input_ids(self, seqs: SequenceOf[Sequence]) -> torch.Tensor:
+        """The ids this step samples for `seqs` (each one of its rows), in that order, on the device."""
+        assert self.device_ids is not None
+        row = {s.seq_id: i for i, s in enumerate(self.seqs)}
+        index = torch.tensor([row[s.seq_id] for s in seqs], dtype=torch.int64, pin_memory=self.ready is not None)
+        return self.device_ids[index.to(self.device_ids.device, non_blocking=True)]
+
+    def to_host(self) -> Sampled:
+        if self.ready is not None:
+            self.ready.synchronize()
+        assert self.host is not None
+        return _to_host(self.seqs, self.host)
+
+
+def _to_pinned(t: torch.Tensor) -> torch.Tensor:
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
 
 
 def _to_host(seqs: list[Sequence], out: SamplerOutput) -> Sampled:

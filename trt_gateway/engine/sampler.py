@@ -30,7 +30,7 @@ def apply_logit_bias(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tenso
 
 def mask_tokens(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
     """In place: forbid (row, token) pairs [K], e.g. stop tokens before min_tokens is reached."""
-    logits.index_put_((rows, cols), torch.tensor(float("-inf"), device=logits.device))
+    logits.index_put_((rows, cols), torch.full((), float("-inf"), device=logits.device))
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:

@@ -114,7 +114,7 @@ class SamplingBatch:
         params = [s.request.sampling for s in seqs]
 
         def f32(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float32, device=device)
+            return _to_device(values, torch.float32, device)
 
         def column(values: list[float], off: float) -> torch.Tensor | None:
             return f32(values) if any(v != off for v in values) else None
@@ -127,9 +127,9 @@ class SamplingBatch:
             noise_keys = torch.zeros(len(seqs), 2, dtype=torch.int64, device=device)
         else:
             temperature = f32([p.temperature for p in params])
-            greedy = torch.tensor([p.greedy for p in params], dtype=torch.bool, device=device)
+            greedy = _to_device([p.greedy for p in params], torch.bool, device)
             keys = [noise_key(s.seed, s.num_output_tokens) for s in seqs]
-            noise_keys = torch.tensor(keys, dtype=torch.int64, device=device)
+            noise_keys = _to_device(keys, torch.int64, device)
         rep = column([p.repetition_penalty for p in params], 1.0)
         # presence and frequency travel as a pair so the sampler needs one check
         penalised = any(p.presence_penalty or p.frequency_penalty for p in params)
@@ -139,7 +139,7 @@ class SamplingBatch:
             temperature=temperature,
             greedy=greedy,
             noise_keys=noise_keys,
-            top_k=torch.tensor(top_k, dtype=torch.int64, device=device) if any(top_k) else None,
+            top_k=_to_device(top_k, torch.int64, device) if any(top_k) else None,
             top_p=column([p.top_p for p in params], 1.0),
             min_p=column([p.min_p for p in params], 0.0),
             repetition_penalty=rep,
@@ -156,7 +156,7 @@ class SamplingBatch:
 
 def _padded(rows: list[list[int]], device: torch.device, pad: int) -> torch.Tensor:
     width = max(1, max(len(r) for r in rows))
-    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.int64, device=device)
+    return _to_device([r + [pad] * (width - len(r)) for r in rows], torch.int64, device)
 
 
 def _token_mask(seqs: SequenceOf[SamplingRow], vocab_size: int, device: torch.device) -> torch.Tensor:
@@ -180,9 +180,9 @@ def _bias(seqs: SequenceOf[SamplingRow], device: torch.device) -> tuple[torch.Te
         return None
     rows, toks, vals = zip(*entries, strict=True)
     return (
-        torch.tensor(rows, dtype=torch.int64, device=device),
-        torch.tensor(toks, dtype=torch.int64, device=device),
-        torch.tensor(vals, dtype=torch.float32, device=device),
+        _to_device(rows, torch.int64, device),
+        _to_device(toks, torch.int64, device),
+        _to_device(vals, torch.float32, device),
     )
 
 
@@ -198,4 +198,12 @@ def _banned_before_min_tokens(seqs: SequenceOf[SamplingRow], device: torch.devic
     if not entries:
         return None
     rows, toks = zip(*entries, strict=True)
-    return torch.tensor(rows, dtype=torch.int64, device=device), torch.tensor(toks, dtype=torch.int64, device=device)
+    return _to_device(rows, torch.int64, device), _to_device(toks, torch.int64, device)
+
+
+def _to_device(values: SequenceOf[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list on the device without waiting for the GPU: `torch.tensor(..., device="cuda")` synchronises the
+    stream, which would stall async scheduling behind the step in flight; a pinned copy is queued instead."""
+    if device.type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)

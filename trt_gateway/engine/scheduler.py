@@ -143,6 +143,40 @@ class Scheduler:
             budget -= num_new
         return SchedulerOutput(tuple(scheduled), tuple(preempted))
 
+    def schedule_next(self, prev: SchedulerOutput) -> SchedulerOutput | None:
+        """The step after `prev`, scheduled before prev's tokens are known (async scheduling): each sequence of prev
+        decodes the one token prev samples for it. None when the next step needs a full `schedule()`: something is
+        waiting to be admitted, prev had prompt chunks that sample nothing or drafts, a running sequence sat prev
+        out, the budget or the KV cache is short (this never preempts).
+
+        Sequences whose prev token ends them by length are left out; those a stop token will end are computed once
+        more and dropped by `postprocess`, which skips sequences that are no longer running."""
+        if self.waiting:
+            return None
+        items: list[ScheduledSeq] = []
+        needed = 0
+        running = 0
+        for item in prev.scheduled:
+            seq = item.seq
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # finished or aborted since prev was scheduled
+            running += 1
+            if not item.samples or item.num_spec:
+                return None
+            position = item.start + item.num_new_tokens  # where prev's token goes
+            if seq.num_output_tokens + 1 >= seq.request.stopping.max_tokens or position + 1 >= self.max_model_len:
+                continue  # prev's token is its last
+            grow = item.num_new_tokens + 1  # prev's tokens and the next one, from seq.num_computed_tokens
+            needed += max(0, self.block_manager.blocks_needed(seq.num_computed_tokens + grow) - len(seq.block_table))
+            items.append(ScheduledSeq(seq, position, 1, samples=True))
+        if running != len(self.running) or not items or len(items) > self.max_num_batched_tokens:
+            return None
+        if needed > self.block_manager.num_free_blocks:
+            return None
+        for item in items:
+            self.block_manager.may_append(item.seq, item.start + 1 - item.seq.num_computed_tokens)
+        return SchedulerOutput(tuple(items))
+
     def postprocess(
         self, output: SchedulerOutput, sampled: dict[int, tuple[SampledToken, ...]]
     ) -> list[tuple[Sequence, int]]:
