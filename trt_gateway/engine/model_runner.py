@@ -92,7 +92,7 @@ class ModelRunner:
         step samples, which is not on the host yet. Its ids are gathered on the device from `after`'s output, and
         the rows sample as if that token were appended (noise position, min_tokens)."""
         scheduled = step.scheduled
-        if self.draft is not None or any(item.num_spec for item in scheduled):
+        if any(item.num_spec for item in scheduled):
             return Launched(done=self._run_speculative(scheduled))  # verification needs the host between passes
         batch = self.prepare(scheduled, placeholders=after is not None)
         if after is not None:
@@ -120,20 +120,14 @@ class ModelRunner:
         return launched.to_host()
 
     def _run_speculative(self, scheduled: SequenceOf[ScheduledSeq]) -> Sampled:
+        """A step where some sequence verifies drafts (each such item is a decode, so it samples)."""
         draft_probs = None
-        if self.draft is not None and any(item.num_spec for item in scheduled):
+        if self.draft is not None:
             draft_probs = self.draft.propose([item for item in scheduled if item.num_spec])
         batch = self.prepare(scheduled)
         hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
         sampling = [item for item in scheduled if item.samples]
-        if not sampling:
-            return {}
         logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
-        if not any(item.num_spec for item in sampling):
-            seqs = [item.seq for item in sampling]
-            params = SamplingBatch.from_sequences(seqs, self.model_cfg.vocab_size, self.device)
-            bitmask = fill_bitmask(seqs, [()] * len(seqs), self.model_cfg.vocab_size, self.device)
-            return Launched.of(seqs, self.sampler(logits, params, bitmask)).to_host()
         return self._verify(sampling, logits, draft_probs)
 
     def prepare(self, scheduled: SequenceOf[ScheduledSeq], placeholders: bool = False) -> ForwardBatch:
