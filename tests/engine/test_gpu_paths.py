@@ -119,3 +119,13 @@ def test_dummy_8b_shaped_layer_runs_and_kv_comes_from_free_memory(tmp_path):
     outputs = run_until_done(engine)
     assert all(len(tokens_of(outputs[rid])) == 12 for rid in request_prompts)
     assert free > 0 and total > 0
+
+
+def test_batch_limits_default_per_device():
+    config = EngineConfig(model="x")
+    assert (config.max_num_seqs, config.max_num_batched_tokens) == (0, 0)  # 0: the device decides
+    cpu, cuda = config.for_device("cpu"), config.for_device("cuda")
+    assert (cpu.max_num_seqs, cpu.max_num_batched_tokens) == (16, 2048)
+    assert (cuda.max_num_seqs, cuda.max_num_batched_tokens) == (256, 8192)
+    mine = EngineConfig(model="x", max_num_seqs=3).for_device("cuda")
+    assert (mine.max_num_seqs, mine.max_num_batched_tokens) == (3, 8192)

@@ -159,7 +159,7 @@ def test_tied_embeddings_share_one_parameter(checkpoints):
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"max_num_seqs": 0}, "max_num_seqs"),
+        ({"max_num_seqs": -1}, "max_num_seqs"),
         ({"device": "tpu"}, "device"),
         ({"dtype": "int8"}, "dtype"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),

@@ -8,7 +8,7 @@ max_model_len, the number of KV blocks) are resolved later by `llm_engine` and `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MiB = 1 << 20
 
@@ -16,6 +16,10 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPECULATIVE_MODES = ("", "ngram", "draft")
 LOAD_FORMATS = ("safetensors", "dummy")
+# (max_num_seqs, max_num_batched_tokens) when not configured. A CPU engine is compute-bound at a few sequences; on a
+# GPU, decode steps are nearly free up to hundreds of sequences (an 8B model's step costs 6.3 ms at batch 1 and
+# 10.3 ms at batch 256 on an H100), and 8,192-token prefill steps keep the matrix units busy.
+DEVICE_DEFAULTS = {"cpu": (16, 2048), "cuda": (256, 8192)}
 
 
 class EngineConfigError(ValueError):
@@ -36,8 +40,9 @@ class EngineConfig:
     device: str = "auto"  # "auto" picks cuda when available; "cuda" may carry an index ("cuda:1")
     dtype: str = "auto"  # "auto": float32 on CPU; the checkpoint's half type (else bfloat16) on CUDA
     max_model_len: int | None = None  # prompt + output tokens of one sequence; None: the model's max positions
-    max_num_seqs: int = 16  # sequences in the running batch
-    max_num_batched_tokens: int = 2048  # tokens computed in one step (prefill chunks + decodes)
+    # Batch limits; 0 picks the device's default (`DEVICE_DEFAULTS`, applied by `for_device`).
+    max_num_seqs: int = 0  # sequences in the running batch
+    max_num_batched_tokens: int = 0  # tokens computed in one step (prefill chunks + decodes)
     block_size: int = 16  # tokens per KV block
     kv_cache_bytes: int | None = None  # CPU KV budget; None: enough for max_num_seqs full sequences, capped at 256 MiB
     gpu_memory_utilization: float = 0.9  # CUDA: fraction of the free memory (after loading weights) to use
@@ -75,14 +80,11 @@ class EngineConfig:
             raise EngineConfigError(f"must be one of {LOAD_FORMATS}, got {self.load_format!r}", field="load_format")
         if self.dtype not in DTYPES:
             raise EngineConfigError(f"must be one of {DTYPES}, got {self.dtype!r}", field="dtype")
-        positive = {
-            "max_num_seqs": self.max_num_seqs,
-            "max_num_batched_tokens": self.max_num_batched_tokens,
-            "block_size": self.block_size,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise EngineConfigError(f"must be >= 1, got {value}", field=name)
+        if self.block_size < 1:
+            raise EngineConfigError(f"must be >= 1, got {self.block_size}", field="block_size")
+        for name, value in (("max_num_seqs", self.max_num_seqs), ("max_num_batched_tokens", self.max_num_batched_tokens)):
+            if value < 0:
+                raise EngineConfigError(f"must be >= 1 (0: the device's default), got {value}", field=name)
         if self.max_model_len is not None and self.max_model_len < 2:
             raise EngineConfigError(
                 f"must be >= 2 (one prompt and one output token), got {self.max_model_len}", field="max_model_len"
@@ -112,6 +114,15 @@ class EngineConfig:
             )
         if self.max_top_logprobs < 0:
             raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")
+
+    def for_device(self, device_type: str) -> EngineConfig:
+        """This config with the batch limits left at 0 set to the device's defaults."""
+        seqs, tokens = DEVICE_DEFAULTS["cuda" if device_type == "cuda" else "cpu"]
+        return replace(
+            self,
+            max_num_seqs=self.max_num_seqs or seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens or tokens,
+        )
 
     def _check_speculative(self) -> None:
         if self.speculative_mode not in SPECULATIVE_MODES:

@@ -73,9 +73,9 @@ class StepOutput:
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
-        self.model_config = ModelConfig.from_pretrained(config.model)
         self.device = resolve_device(config)
+        self.config = config = config.for_device(self.device.type)
+        self.model_config = ModelConfig.from_pretrained(config.model)
         if self.device.type == "cpu" and config.cpu_threads:
             torch.set_num_threads(config.cpu_threads)  # process-wide: the engine is the process's only torch user
         self.dtype = resolve_dtype(config, self.model_config, self.device)
