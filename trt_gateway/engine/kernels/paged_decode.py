@@ -33,6 +33,8 @@ import functools
 
 import torch
 
+from trt_gateway.engine.kernels.paged_inputs import check_paged_inputs
+
 try:
     import triton
     import triton.language as tl
@@ -215,29 +217,12 @@ def paged_decode_attention(
     """
     if triton is None:
         raise RuntimeError("triton is not installed")
-    if q.dim() != 3 or k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
-        raise ValueError(f"bad shapes: q {tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, v {tuple(v_cache.shape)}")
-    batch, num_heads, head_dim = q.shape
-    _, block_size, num_kv_heads, cache_dim = k_cache.shape
-    if cache_dim != head_dim or num_heads % num_kv_heads:
-        raise ValueError(f"q {tuple(q.shape)} does not fit the cache {tuple(k_cache.shape)}")
-    if head_dim < 16 or head_dim & (head_dim - 1):
-        raise ValueError(f"head_dim must be a power of two >= 16 for this kernel, got {head_dim}")
-    if not q.dtype == k_cache.dtype == v_cache.dtype:
-        raise ValueError(f"q, k_cache, v_cache dtypes differ: {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
-    if block_tables.shape[0] != batch or context_lens.shape != (batch,):
+    if block_tables.shape[0] != q.shape[0] or context_lens.shape != (q.shape[0],):
         raise ValueError(f"block_tables {tuple(block_tables.shape)} / context_lens {tuple(context_lens.shape)}")
-    inner = (num_kv_heads * head_dim, head_dim, 1)
-    if k_cache.stride()[1:] != inner or v_cache.stride()[1:] != inner:
-        raise ValueError("each cache block must be contiguous")
-    if q.stride(2) != 1 or q.stride(1) != head_dim:
-        q = q.contiguous()  # rare: a caller's odd view; the engine passes heads-contiguous rows
-    if block_tables.stride(1) != 1:
-        block_tables = block_tables.contiguous()
-    if out is None:
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.stride(2) != 1 or out.stride(1) != head_dim:
-        raise ValueError(f"out must be [B, H, D] {q.dtype} with heads contiguous, got {tuple(out.shape)} {out.dtype}")
+    q, block_tables, out, block_size, num_kv_heads = check_paged_inputs(
+        q, k_cache, v_cache, block_tables, out, "[B, H, D]"
+    )
+    batch, num_heads, head_dim = q.shape
     if batch == 0:
         return out
 
