@@ -1,8 +1,8 @@
 """The synchronous engine: requests in, per-step token ids and logprobs out.
 
 `step()` is three calls: `scheduler.schedule()` picks how many tokens each sequence computes, `model_runner`
-computes them and samples (`launch`, then `collect`), `scheduler.postprocess()` appends tokens, checks stop conditions and frees finished
-sequences' blocks. Text (detokenisation, stop strings, chat templates) is layered on top by the caller, which ends a
+computes them and samples (`launch`, then `collect`), `scheduler.postprocess()` appends tokens, checks stop
+conditions and frees finished sequences' blocks. Text (detokenisation, stop strings, chat templates) is layered on top by the caller, which ends a
 sequence early with `finish(request_id, FinishReason.STOP_STRING)`.
 
 LoRA (`max_loras > 0`): adapters live in `self.lora` (a `LoraRegistry`, safe to call from other threads). A request
