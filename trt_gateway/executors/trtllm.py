@@ -12,7 +12,7 @@ One request, as numbered steps:
    the iteration would leave the request running on the GPU.
 
 Modules: trtllm_options (the options schema), trtllm_config (finding TensorRT-LLM, LLM kwargs), trtllm_params
-(request mapping), trtllm_stream (outputs -> deltas), trtllm_lora (adapter registry), trtllm_stats (metrics).
+(request mapping), trtllm_stream (outputs -> deltas), adapter_registry (Load/Unload/List), trtllm_stats (metrics).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from prometheus_client import CollectorRegistry
 
 from trt_gateway import adapter_paths, errors
 from trt_gateway.config import ConfigError, ExecutorConfig
+from trt_gateway.executors.adapter_registry import AdapterRegistry, read_adapter_config
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.executors.trtllm_config import TrtApi, llm_kwargs, load_api
-from trt_gateway.executors.trtllm_lora import AdapterRegistry, read_adapter_config, trtllm_modules
-from trt_gateway.executors.trtllm_options import TrtllmOptions, check_model_path
+from trt_gateway.executors.trtllm_options import TrtllmOptions, check_model_path, trtllm_modules
 from trt_gateway.executors.trtllm_params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.trtllm_stats import StatsPoller
 from trt_gateway.executors.trtllm_stream import abort_result, deltas
@@ -55,7 +55,9 @@ class TrtllmExecutor(Executor):
         lora_modules = self._lora_modules() if config.lora.adapter_roots else None
         self.llm_kwargs = llm_kwargs(self.api, self.options, config, self.spec, lora_modules)
         self.adapters = (
-            AdapterRegistry(self.served_name, config.lora.max_lora_rank, self.options.lora_target_modules)
+            AdapterRegistry(
+                self.served_name, config.lora.max_lora_rank, self.options.lora_target_modules, trtllm_modules
+            )
             if lora_modules is not None else None
         )
         self.stats = StatsPoller(self._stats_source, self.options.stats_interval_s, self.options.stats_timeout_s)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,11 @@ LORA_MODULES = {
     "mlp_h_to_4h": "gate_proj", "mlp_4h_to_h": "down_proj", "mlp_gate": "up_proj", "mlp_gate_up": "gate_up_proj",
 }
 HF_TO_LORA_MODULE = {hf: trt for trt, hf in LORA_MODULES.items()}
+
+
+def trtllm_modules(hf_modules: Sequence[str]) -> list[str]:
+    """HF module names (q_proj, ...) to TensorRT-LLM LoRA module names (attn_q, ...); unknown ones are skipped."""
+    return sorted({HF_TO_LORA_MODULE[m] for m in hf_modules if m in HF_TO_LORA_MODULE})
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.executors.trtllm_lora import Adapter, AdapterRegistry
+from trt_gateway.executors.adapter_registry import Adapter, AdapterRegistry
 from trt_gateway.types import AdapterInfo, Residency
 
 log = logging.getLogger(__name__)

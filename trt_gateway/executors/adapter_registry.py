@@ -1,28 +1,28 @@
-"""The trtllm executor's adapter registry: name -> (stable int id, path, rank, alpha, modules).
+"""The adapter registry of executors whose engine has no adapter lifecycle of its own (trtllm, vllm):
+name -> (stable int id, path, rank, alpha, modules).
 
-TensorRT-LLM has no load/unload API: an adapter is named per request by a `LoRARequest(name, int_id, path)`, and its
-PEFT cache (GPU `max_loras`, host `max_cpu_loras`) loads and evicts weights by `lora_int_id` on its own. So the
-gateway's registry is the source of truth for Load/Unload/List, and two rules keep the cache correct:
+Such an engine names an adapter per request by (name, int id, path) (TensorRT-LLM's and vLLM's `LoRARequest`) and
+loads and evicts weights by id in its own caches. So the gateway's registry is the source of truth for
+Load/Unload/List, and two rules keep those caches correct:
 - an id is never reused: the same id must always mean the same weights, and an evicted-then-reloaded name may point
   at new files, so every Load of a new (name, path) gets a fresh id;
-- the path is validated (directory, adapter_config.json, weights, rank) before a `LoRARequest` is built, because its
-  `__post_init__` raises on a missing path and TensorRT-LLM's own errors about bad adapters come late and vague.
+- the path is validated (directory, adapter_config.json, weights, rank, target modules) at Load, because the
+  engines' own errors about bad adapters come late and vague.
 
 Residency is reported honestly: an adapter in use by a running request is on the GPU; otherwise the gateway cannot
-see whether TensorRT-LLM still caches it, so it reports DISK ("registered; loaded on use").
+see whether the engine still caches it, so it reports DISK ("registered; loaded on use").
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.executors.trtllm_options import HF_TO_LORA_MODULE
 from trt_gateway.types import AdapterInfo, Residency
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -55,16 +55,20 @@ def read_adapter_config(path: str, field: str = "path") -> dict[str, Any]:
     return cfg
 
 
-def trtllm_modules(hf_modules: Sequence[str]) -> list[str]:
-    """HF module names (q_proj, ...) to TensorRT-LLM LoRA module names (attn_q, ...); unknown ones are skipped."""
-    return sorted({HF_TO_LORA_MODULE[m] for m in hf_modules if m in HF_TO_LORA_MODULE})
-
-
 class AdapterRegistry:
-    def __init__(self, model: str, max_lora_rank: int, target_modules: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        model: str,
+        max_lora_rank: int,
+        target_modules: Sequence[str] = (),
+        engine_modules: Callable[[Sequence[str]], list[str]] = sorted,
+    ) -> None:
+        """target_modules: the engine's module names the model was built with LoRA for (empty: all);
+        engine_modules: an adapter's HF module names (q_proj, ...) in the engine's names, to check against them."""
         self.model = model
         self.max_lora_rank = max_lora_rank
-        self.target_modules = frozenset(target_modules)  # TensorRT-LLM names the LLM was built for; empty = all
+        self.target_modules = frozenset(target_modules)
+        self.engine_modules = engine_modules
         self._adapters: dict[str, Adapter] = {}
         self._active: dict[str, int] = {}
         self._ids = itertools.count(1)
@@ -83,7 +87,7 @@ class AdapterRegistry:
             )
         modules = cfg.get("target_modules") or ()
         modules = (modules,) if isinstance(modules, str) else tuple(sorted(str(m) for m in modules))
-        uncovered = sorted(set(trtllm_modules(modules)) - self.target_modules) if self.target_modules else []
+        uncovered = sorted(set(self.engine_modules(modules)) - self.target_modules) if self.target_modules else []
         if uncovered:
             raise errors.InvalidArgument(
                 f"path: adapter targets {', '.join(uncovered)}, which the server's lora_target_modules "
