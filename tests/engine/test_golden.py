@@ -67,10 +67,12 @@ def test_greedy_single_requests_match_hf(checkpoints, device_case, kind):
     assert engine.num_free_blocks == engine.num_total_blocks
 
 
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_batch_joining_mid_flight_matches_hf(checkpoints, device_case, kind):
+def test_batch_joining_mid_flight_matches_hf(checkpoints, device_case, kind, async_scheduling):
     ckpt = checkpoints[kind]
-    engine = make_engine(ckpt.path, device_case)
+    # async: each step launched before the previous one's tokens reach the host (the CUDA default)
+    engine = make_engine(ckpt.path, device_case, async_scheduling=async_scheduling)
     request_prompts = dict(zip("abcdef", prompts(6, [5, 17, 3, 26, 11, 8], seed=3), strict=True))
     outputs: dict = {}
     schedule = {0: "ab", 3: "cd", 5: "e", 9: "f"}  # step index -> requests that arrive before it
@@ -83,6 +85,7 @@ def test_batch_joining_mid_flight_matches_hf(checkpoints, device_case, kind):
         step += 1
     check_against_hf(ckpt, device_case, outputs, request_prompts, 18, check_logprobs=True)
     assert engine.num_free_blocks == engine.num_total_blocks
+    assert (engine.num_async_steps > 0) == async_scheduling
 
 
 def test_chunked_prefill_matches_hf(checkpoints, device_case, monkeypatch):
