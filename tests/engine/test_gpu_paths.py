@@ -129,3 +129,21 @@ def test_batch_limits_default_per_device():
     assert (cuda.max_num_seqs, cuda.max_num_batched_tokens) == (256, 8192)
     mine = EngineConfig(model="x", max_num_seqs=3).for_device("cuda")
     assert (mine.max_num_seqs, mine.max_num_batched_tokens) == (3, 8192)
+
+
+def test_kernels_only_where_they_apply():
+    from trt_gateway.engine.loader import kernels_usable
+    from trt_gateway.engine.model_config import parse_model_config
+
+    def cfg(head_dim):
+        return parse_model_config({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 8 * head_dim, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 8, "vocab_size": 64, "max_position_embeddings": 64,
+        })
+
+    assert not kernels_usable(torch.device("cpu"), cfg(128))
+    cuda = torch.device("cuda")
+    assert not kernels_usable(cuda, cfg(80)) and not kernels_usable(cuda, cfg(8))  # the torch paths serve these
+    from trt_gateway.engine import kernels
+
+    assert kernels_usable(cuda, cfg(128)) == kernels.available()

@@ -80,7 +80,7 @@ class LLMEngine:
             torch.set_num_threads(config.cpu_threads)  # process-wide: the engine is the process's only torch user
         self.dtype = resolve_dtype(config, self.model_config, self.device)
         self.max_model_len = _max_model_len(config, self.model_config)
-        self.use_kernels = config.kernels and kernels_usable(self.device)
+        self.use_kernels = config.kernels and kernels_usable(self.device, self.model_config)
         model = load_model(
             config.model,
             self.model_config,

@@ -65,9 +65,11 @@ def load_model(
     return model
 
 
-def kernels_usable(device: torch.device) -> bool:
-    """Triton kernels run on CUDA devices when triton is installed; elsewhere the torch paths do."""
-    if device.type != "cuda":
+def kernels_usable(device: torch.device, cfg: ModelConfig) -> bool:
+    """Triton kernels run on CUDA devices when triton is installed and the head size suits the attention kernels
+    (a power of two >= 16: 64 and 128 cover Llama, Mistral and Qwen2); elsewhere the torch paths do."""
+    head_dim = cfg.head_dim
+    if device.type != "cuda" or head_dim < 16 or head_dim & (head_dim - 1):
         return False
     from trt_gateway.engine import kernels
 

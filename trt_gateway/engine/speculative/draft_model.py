@@ -24,7 +24,7 @@ import torch
 from trt_gateway.engine.config import EngineConfigError
 from trt_gateway.engine.forward_batch import Chunk, layout
 from trt_gateway.engine.kv_cache import allocate_kv_cache, bytes_per_block
-from trt_gateway.engine.loader import load_model
+from trt_gateway.engine.loader import kernels_usable, load_model
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.sampler import gumbel_noise
 from trt_gateway.engine.scheduler import ScheduledSeq
@@ -61,8 +61,8 @@ class DraftModel:
         self.path = path
         self.device = device
         self.dtype = dtype
-        self.use_kernels = use_kernels
-        self.model = load_model(path, self.model_cfg, device, dtype, max_model_len, use_kernels=use_kernels)
+        self.use_kernels = use_kernels and kernels_usable(device, self.model_cfg)  # its own head size may not fit
+        self.model = load_model(path, self.model_cfg, device, dtype, max_model_len, use_kernels=self.use_kernels)
         self.kv_cache: torch.Tensor | None = None
         self.block_size = 0
 
