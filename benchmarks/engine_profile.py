@@ -3,9 +3,10 @@
 For each batch size, the engine (dummy weights of the given architecture, default Llama-3-8B) first prefills that
 many prompts, then runs decode-only steps, timed three ways:
 - wall time per `engine.step()` (synchronised), the number that decides tokens/s;
-- the host phases inside it (`scheduler.schedule`, `model_runner.run` split into input layout, forward + logits,
-  sampling and the device-to-host copy, and `scheduler.postprocess`), each timed with a synchronise before and after
-  so GPU work is charged to the phase that launched it;
+- the host phases inside it (`scheduler.schedule`, `model_runner.launch` split into input layout, forward + logits
+  and sampling, `model_runner.collect` (the device-to-host copy), and `scheduler.postprocess`), each timed with a
+  synchronise before and after so GPU work is charged to the phase that launched it (those synchronisations also
+  stop async scheduling from overlapping anything: the plain step time is measured separately);
 - torch.profiler's per-kernel CUDA time for a few steps: the GPU-busy time per step and the top kernels.
 
     python benchmarks/engine_profile.py --batch-sizes 1,64,256        # on the GPU (about a minute)
@@ -69,37 +70,31 @@ class PhaseTimer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def wrap(self, obj: Any, name: str, phase: str) -> None:
-        original = getattr(obj, name)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
+    def timed(self, fn: Any, phase: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             if not self.enabled:
-                return original(*args, **kwargs)
+                return fn(*args, **kwargs)
             self.sync()
             began = time.perf_counter()
             try:
-                return original(*args, **kwargs)
+                return fn(*args, **kwargs)
             finally:
                 self.sync()
                 self.totals[phase] += time.perf_counter() - began
 
-        setattr(obj, name, timed)
+        return call
+
+    def wrap(self, obj: Any, name: str, phase: str) -> None:
+        setattr(obj, name, self.timed(getattr(obj, name), phase))
 
     def wrap_callable(self, obj: Any, name: str, phase: str) -> None:
         """For an attribute that is called (`runner.sampler(...)`): dunder calls bypass instance attributes."""
-        timer, inner = self, getattr(obj, name)
+        inner = getattr(obj, name)
+        call = self.timed(inner, phase)
 
         class Timed:
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
-                if not timer.enabled:
-                    return inner(*args, **kwargs)
-                timer.sync()
-                began = time.perf_counter()
-                try:
-                    return inner(*args, **kwargs)
-                finally:
-                    timer.sync()
-                    timer.totals[phase] += time.perf_counter() - began
+                return call(*args, **kwargs)
 
             def __getattr__(self, attr: str) -> Any:
                 return getattr(inner, attr)
@@ -220,7 +215,8 @@ def main() -> None:
     timer.wrap(runner.model, "forward", "run.eager_forward")
     timer.wrap(runner.model, "compute_logits", "run.eager_logits")
     timer.wrap_callable(runner, "sampler", "run.sample")
-    timer.wrap(runner, "run", "run (total)")
+    timer.wrap(runner, "launch", "run.launch (total)")
+    timer.wrap(runner, "collect", "run.collect")
     results = [profile_batch(engine, b, args, timer) for b in sizes]
     print(json.dumps({
         "device": torch.cuda.get_device_name() if engine.device.type == "cuda" else "cpu",

@@ -123,7 +123,6 @@ def layout(
         packer.add(query_start)
         packer.add(*_tables([c.block_table for _, c in prefills], ends, block_size))
         packer.add(ends)
-    # The torch path's spans carry a table only when the chunk has cached context; these few go separately.
     views = packer.ship(device)
     ids, pos, slot_mapping, rows, decode_tables, decode_lens = views[:6]
     prefill_batch = None
@@ -136,7 +135,7 @@ def layout(
             prefill_lens,
             max(len(c.token_ids) for _, c in prefills),
         )
-    else:
+    else:  # the torch path: a table only for chunks with cached context (few; each goes on its own)
         spans = tuple(
             PrefillSpan(
                 row,

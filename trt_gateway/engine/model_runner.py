@@ -1,6 +1,6 @@
 """Turns a scheduled step into one forward pass over the flattened batch, then samples or verifies drafts.
 
-`run` = `launch` + `collect`. `launch` queues a step's device work and returns at once on CUDA; `collect` waits for
+A step is `launch` then `collect`. `launch` queues a step's device work and returns at once on CUDA; `collect` waits for
 it. Between the two the engine may launch the next decode step (async scheduling, `LLMEngine`), fed with this step's
 sampled ids on the device, so the host's scheduling and bookkeeping overlap the GPU's forward pass.
 
@@ -78,11 +78,6 @@ class ModelRunner:
                 device=device,
             )
             self.graphs.capture()
-
-    @torch.inference_mode()
-    def run(self, step: SchedulerOutput) -> Sampled:
-        """Compute the step's tokens; return the tokens each sampling sequence gets, by seq_id."""
-        return self.collect(self.launch(step))
 
     @torch.inference_mode()
     def launch(self, step: SchedulerOutput, after: Launched | None = None) -> Launched:
