@@ -14,7 +14,18 @@ import dataclasses
 
 import pytest
 import torch
-from engine_helpers import Checkpoint, build_hf_model, make_engine, make_request, prompts, run_until_done, tokens_of
+from engine_helpers import (
+    CPU_FP32,
+    CUDA_FP32,
+    Checkpoint,
+    DeviceCase,
+    build_hf_model,
+    make_engine,
+    make_request,
+    prompts,
+    run_until_done,
+    tokens_of,
+)
 from spec_stats import chi_square_p_value
 
 from trt_gateway.engine.speculative.ngram import NgramProposer
@@ -66,20 +77,47 @@ def generate(engine, ids: list[list[int]], **request) -> dict[str, list]:
     return run_until_done(engine)
 
 
+def first_fork(got: list, want: list, tie_gap: float, what: str) -> int:
+    """Index of the first differing token (len if none). A fork is allowed only where the reference's own top-2
+    logprobs are within tie_gap: 0 on the CPU (exact), a kernel's rounding on CUDA (see DeviceCase)."""
+    for i, (g, w) in enumerate(zip(got, want, strict=False)):
+        if g.token_id != w.token_id:
+            gap = w.top[0].logprob - w.top[1].logprob
+            assert gap <= tie_gap, f"{what}: token {i}: spec {g.token_id}, plain {w.token_id} (gap {gap:.3g})"
+            return i
+    assert len(got) == len(want), f"{what}: spec made {len(got)} tokens, plain {len(want)}"
+    return len(got)
+
+
+ON_DEVICES = [
+    pytest.param(CPU_FP32, id="cpu"),
+    pytest.param(
+        CUDA_FP32,
+        id="cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", ON_DEVICES)
 @pytest.mark.parametrize("mode", MODES)
-def test_greedy_output_is_identical(mode: str, llama: Checkpoint, other_draft: Checkpoint):
+def test_greedy_output_is_identical(mode: str, case: DeviceCase, llama: Checkpoint, other_draft: Checkpoint):
+    """On CUDA the plain engine decodes through graphs, the decode kernel and async scheduling while verification
+    runs the prefill kernel over k+1 tokens: the same math in another order, hence case's tolerances."""
     ids = workload()
     base = generate(
-        make_engine(llama.path, max_num_batched_tokens=32), ids, max_tokens=40, logprobs=True, top_logprobs=2
+        make_engine(llama.path, case, max_num_batched_tokens=32), ids, max_tokens=40, logprobs=True, top_logprobs=2
     )
-    engine = make_engine(llama.path, max_num_batched_tokens=32, **spec_options(mode, llama, other_draft))
+    engine = make_engine(llama.path, case, max_num_batched_tokens=32, **spec_options(mode, llama, other_draft))
     spec = generate(engine, ids, max_tokens=40, logprobs=True, top_logprobs=2)
     for rid, outs in base.items():
-        assert tokens_of(spec[rid]) == tokens_of(outs), rid
         want = [s for o in outs for s in o.logprobs]
         got = [s for o in spec[rid] for s in o.logprobs]
-        assert [s.top[0][0] for s in got] == [s.top[0][0] for s in want]
-        assert max(abs(a.logprob - b.logprob) for a, b in zip(got, want, strict=True)) < 1e-4
+        n = first_fork(got, want, case.tie_gap, f"{mode}/{rid}")
+        if n == len(got):
+            assert tokens_of(spec[rid]) == tokens_of(outs), rid
+        worst = max((abs(a.logprob - b.logprob) for a, b in zip(got[:n], want[:n], strict=True)), default=0.0)
+        assert worst < max(1e-4, case.logits_atol), f"{mode}/{rid}: logprobs differ by {worst:.3g}"
     stats = engine.speculation.stats
     assert stats.accepted_tokens > 0, "no draft was ever accepted: the test would not exercise verification"
     assert any(len(o.new_token_ids) > 1 for outs in spec.values() for o in outs)  # several tokens in one step
