@@ -7,8 +7,17 @@ the HF model object is kept as the golden reference. Nothing is downloaded. Help
 from __future__ import annotations
 
 import pytest
-import torch
-from engine_helpers import CPU_BF16, CPU_FP32, CUDA_BF16, CUDA_FP32, VARIANTS, Checkpoint, DeviceCase, build_hf_model
+from engine_helpers import (
+    CPU_BF16,
+    CPU_FP32,
+    CUDA_BF16,
+    CUDA_FP32,
+    NEEDS_CUDA,
+    VARIANTS,
+    Checkpoint,
+    DeviceCase,
+    build_hf_model,
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +40,8 @@ def llama(checkpoints: dict[str, Checkpoint]) -> Checkpoint:
     params=[
         CPU_FP32,
         CPU_BF16,
-        pytest.param(
-            CUDA_BF16, marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-        ),
-        pytest.param(
-            CUDA_FP32, marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-        ),
+        pytest.param(CUDA_BF16, marks=NEEDS_CUDA),
+        pytest.param(CUDA_FP32, marks=NEEDS_CUDA),
     ],
     ids=lambda case: f"{case.device}-{case.dtype}",
 )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from trt_gateway.engine import EngineConfig, LLMEngine, StepOutput
@@ -99,6 +100,15 @@ CUDA_BF16 = DeviceCase("cuda", "bfloat16", logits_atol=0.15, tie_gap=0.3)
 # float32 on CUDA runs the Triton kernels and CUDA graphs with float32 activations: differences come from
 # accumulation order only (and TF32 where a kernel's float32 dot uses it), so far tighter than bf16.
 CUDA_FP32 = DeviceCase("cuda", "float32", logits_atol=2e-3, tie_gap=4e-3)
+
+# A test (or parameter) that needs a GPU: marked `gpu` (pytest -m gpu selects them) and skipped without CUDA.
+NEEDS_CUDA = (pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
+
+
+def needs_cuda(test: Any) -> Any:
+    for mark in NEEDS_CUDA:
+        test = mark(test)
+    return test
 
 
 def make_engine(path: Path, case: DeviceCase = CPU_FP32, **overrides: Any) -> LLMEngine:

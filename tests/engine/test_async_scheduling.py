@@ -6,9 +6,8 @@ the same code (one step computes a row that a stop token already ended, and drop
 
 from __future__ import annotations
 
-import pytest
 import torch
-from engine_helpers import make_engine, make_request, prompts, run_until_done, tokens_of
+from engine_helpers import make_engine, make_request, needs_cuda, prompts, run_until_done, tokens_of
 
 from trt_gateway.types import FinishReason
 
@@ -20,7 +19,9 @@ def _scenario(engine, stop_token: int):
         "greedy": make_request("greedy", max_tokens=14, logprobs=True, top_logprobs=3),
         "stops": make_request("stops", max_tokens=30, stopping={"stop_token_ids": [stop_token]}),
         "sampled": make_request("sampled", max_tokens=12, temperature=0.9, sampling={"seed": 7, "top_p": 0.9}),
-        "min_tokens": make_request("min_tokens", max_tokens=10, stopping={"min_tokens": 6, "stop_token_ids": [stop_token]}),
+        "min_tokens": make_request(
+            "min_tokens", max_tokens=10, stopping={"min_tokens": 6, "stop_token_ids": [stop_token]}
+        ),
         "biased": make_request("biased", max_tokens=9, sampling={"logit_bias": {stop_token: 2.0, 7: -5.0}}),
         "aborted": make_request("aborted", max_tokens=40),
         "stop_string": make_request("stop_string", max_tokens=40),
@@ -55,7 +56,10 @@ def _stop_token(llama) -> int:
 def _summary(outputs):
     """Tokens, finish reason and usage by request; logprobs apart (batches differ, so they may differ in the last
     float32 bits)."""
-    return {rid: (tokens_of(outs), outs[-1].finish_reason, outs[-1].usage.completion_tokens) for rid, outs in outputs.items()}
+    return {
+        rid: (tokens_of(outs), outs[-1].finish_reason, outs[-1].usage.completion_tokens)
+        for rid, outs in outputs.items()
+    }
 
 
 def _logprobs(outputs):
@@ -113,7 +117,7 @@ def test_out_of_memory_launching_the_next_step_falls_back(llama, monkeypatch):
     assert engine.num_free_blocks == engine.num_total_blocks
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@needs_cuda
 def test_async_scheduling_is_on_by_default_on_cuda(llama):
     assert make_engine(llama.path, device="cuda", dtype="float32").async_scheduling
     assert not make_engine(llama.path).async_scheduling

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
-from engine_helpers import make_engine, make_request, prompts, run_until_done, tokens_of
+from engine_helpers import make_engine, make_request, needs_cuda, prompts, run_until_done, tokens_of
 
 from trt_gateway.engine import EngineConfig, LLMEngine
 from trt_gateway.engine.cuda_graphs import batch_buckets
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def test_buckets_cover_every_batch_size():
@@ -31,9 +28,16 @@ def test_buckets_cover_every_batch_size():
 
 def _tiny_config(tmp_path, **extra):
     cfg = {
-        "architectures": ["LlamaForCausalLM"], "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512, "max_position_embeddings": 512,
-        "eos_token_id": 2, **extra,
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 512,
+        "max_position_embeddings": 512,
+        "eos_token_id": 2,
+        **extra,
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     return str(tmp_path)
@@ -68,7 +72,7 @@ def _compare(a, b, atol):
         assert worst <= atol, (rid, worst)
 
 
-@cuda
+@needs_cuda
 def test_graph_replays_match_eager_steps(llama):
     request_prompts = dict(zip("abcde", prompts(5, [3, 9, 17, 30, 5], seed=7), strict=True))
     graphed = make_engine(llama.path, device="cuda", dtype="float32")
@@ -88,7 +92,7 @@ def _run_staggered(engine, request_prompts):
     return run_until_done(engine)
 
 
-@cuda
+@needs_cuda
 def test_kernels_match_the_torch_paths(checkpoints):
     for kind in ("llama", "llama3_gqa", "qwen2"):
         ckpt = checkpoints[kind]
@@ -100,16 +104,27 @@ def test_kernels_match_the_torch_paths(checkpoints):
         _compare(_run_staggered(fast, request_prompts), _run_staggered(plain, request_prompts), 2e-3)
 
 
-@cuda
+@needs_cuda
 def test_dummy_8b_shaped_layer_runs_and_kv_comes_from_free_memory(tmp_path):
     # Llama-3-8B's layer shapes (GQA 32/8, head_dim 128, FFN 14336) with 2 layers and a small vocabulary.
     path = _tiny_config(
-        tmp_path, hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
-        vocab_size=32000, max_position_embeddings=2048,
+        tmp_path,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+        max_position_embeddings=2048,
     )
     engine = LLMEngine(
-        EngineConfig(model=path, load_format="dummy", device="cuda", dtype="bfloat16", max_num_seqs=64,
-                     gpu_memory_utilization=0.5)
+        EngineConfig(
+            model=path,
+            load_format="dummy",
+            device="cuda",
+            dtype="bfloat16",
+            max_num_seqs=64,
+            gpu_memory_utilization=0.5,
+        )
     )
     free, total = torch.cuda.mem_get_info()
     assert engine.num_total_blocks * 16 >= 64 * 2048  # sized from GPU memory, not the CPU default
@@ -136,10 +151,17 @@ def test_kernels_only_where_they_apply():
     from trt_gateway.engine.model_config import parse_model_config
 
     def cfg(head_dim):
-        return parse_model_config({
-            "architectures": ["LlamaForCausalLM"], "hidden_size": 8 * head_dim, "intermediate_size": 64,
-            "num_hidden_layers": 1, "num_attention_heads": 8, "vocab_size": 64, "max_position_embeddings": 64,
-        })
+        return parse_model_config(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": 8 * head_dim,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 8,
+                "vocab_size": 64,
+                "max_position_embeddings": 64,
+            }
+        )
 
     assert not kernels_usable(torch.device("cpu"), cfg(128))
     cuda = torch.device("cuda")

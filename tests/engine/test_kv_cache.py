@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
+from engine_helpers import needs_cuda
 
 from trt_gateway.engine.config import EngineConfig
 from trt_gateway.engine.kv_cache import SURPLUS_FACTOR, bytes_per_block, num_kv_blocks
@@ -45,8 +45,7 @@ def test_huge_budgets_are_capped_at_the_surplus_factor():
     assert num_kv_blocks(config, CFG, CPU, torch.float32, max_model_len=64) == SURPLUS_FACTOR * 2 * 4
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@needs_cuda
 def test_cuda_budget_is_a_fraction_of_free_memory():
     device = torch.device("cuda")
     # ~8 MB of an 80 GB GPU: small enough that neither the activation estimate nor the surplus cap decides

@@ -21,6 +21,7 @@ from engine_golden import assert_close, assert_same_greedy
 from engine_helpers import (
     CPU_FP32,
     CUDA_FP32,
+    NEEDS_CUDA,
     DeviceCase,
     build_hf_model,
     make_engine,
@@ -150,7 +151,7 @@ ON_DEVICES = [
     pytest.param(
         CUDA_FP32,
         id="cuda",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
+        marks=NEEDS_CUDA,
     ),
 ]
 

@@ -17,6 +17,7 @@ import torch
 from engine_helpers import (
     CPU_FP32,
     CUDA_FP32,
+    NEEDS_CUDA,
     Checkpoint,
     DeviceCase,
     build_hf_model,
@@ -94,7 +95,7 @@ ON_DEVICES = [
     pytest.param(
         CUDA_FP32,
         id="cuda",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
+        marks=NEEDS_CUDA,
     ),
 ]
 
