@@ -9,7 +9,9 @@ Tolerances (stated once, used below):
   (fp16) / 1.6e-2 (bf16, 8x fp16's ulp) of the torch path run in float32 on the same half inputs;
 - RMSNorm: float32 within 1e-6 relative (only the order of the mean's sum differs); half at most 1 ulp apart, and the
   fused residual sum bit-identical;
-- rotary: bit-identical in every dtype;
+- rotary: bit-identical in every dtype, and so is what it stores into the KV cache (against `write_kv`);
+- GEMV: half within 1 ulp of the float64 product rounded to half (one rounding of a float32 sum); float32 within 1e-3
+  of float64 (sums of ~1,000 products of magnitude ~1, in another order);
 - SwiGLU: half at most 1 ulp apart; float32 at most 4 ulps in the interpreter (numpy's exp, not torch's; torch's own
   CPU silu is up to 2 ulps off the float64 value), exact on CUDA (libdevice expf, as torch).
 """
@@ -29,12 +31,18 @@ triton = pytest.importorskip("triton")
 
 from trt_gateway.engine.kernels import available  # noqa: E402
 from trt_gateway.engine.kernels.activation import silu_and_mul  # noqa: E402
+from trt_gateway.engine.kernels.gemv import gemv  # noqa: E402
 from trt_gateway.engine.kernels.paged_decode import paged_decode_attention  # noqa: E402
 from trt_gateway.engine.kernels.paged_prefill import paged_prefill_attention  # noqa: E402
 from trt_gateway.engine.kernels.rmsnorm import add_rms_norm, rms_norm  # noqa: E402
-from trt_gateway.engine.kernels.rotary import apply_rotary_  # noqa: E402
+from trt_gateway.engine.kernels.rotary import KVWrite, apply_rotary_  # noqa: E402
 from trt_gateway.engine.layers import activation as torch_activation  # noqa: E402
-from trt_gateway.engine.layers.attention import PrefillSpan, decode_attention, prefill_attention  # noqa: E402
+from trt_gateway.engine.layers.attention import (  # noqa: E402
+    PrefillSpan,
+    decode_attention,
+    prefill_attention,
+    write_kv,
+)
 from trt_gateway.engine.layers.norm import RMSNorm  # noqa: E402
 from trt_gateway.engine.layers.rotary import RotaryEmbedding  # noqa: E402
 from trt_gateway.engine.model_config import RopeConfig  # noqa: E402
@@ -53,7 +61,7 @@ direct = pytest.mark.skipif(not DIRECT, reason="runs in the interpreter child (t
 
 # How many tests the child must pass: a child that silently skips or collects nothing cannot pass the wrapper.
 # Update it when adding a case.
-KERNEL_CASES = 29
+KERNEL_CASES = 36
 
 
 @pytest.mark.skipif(DIRECT, reason="the kernel tests run directly")
@@ -374,6 +382,72 @@ def test_rotary_bit_identical_in_place_on_qkv_views(dtype, rope_type):
     assert ulp_distance(q, want_q) == 0 and ulp_distance(k, want_k) == 0
     assert torch.equal(qkv[:, (heads + kv_heads) * head_dim :], v_before)  # v untouched
     apply_rotary_(q[:0], k[:0], positions[:0], module.cos, module.sin)  # T == 0
+
+
+@direct
+@pytest.mark.parametrize("dtype", [torch.float32, HALF], ids=["fp32", "half"])
+def test_rotary_also_writes_the_kv_cache(dtype):
+    heads, kv_heads, head_dim, tokens, num_blocks, block_size = 4, 2, 32, 7, 5, 4
+    rope = RopeConfig(rope_type="default", theta=10000.0)
+    module = RotaryEmbedding(rope, head_dim, 512, torch.device(DEVICE))
+    gen = torch.Generator().manual_seed(16)
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, generator=gen).to(DEVICE, dtype)
+    q = qkv[:, : heads * head_dim].view(tokens, heads, head_dim)
+    k = qkv[:, heads * head_dim : (heads + kv_heads) * head_dim].view(tokens, kv_heads, head_dim)
+    v = qkv[:, (heads + kv_heads) * head_dim :].view(tokens, kv_heads, head_dim)
+    positions = torch.randint(0, 512, (tokens,), generator=gen).to(DEVICE)
+    slots = torch.randperm(num_blocks * block_size, generator=gen)[:tokens].to(DEVICE)  # scattered, any order
+    caches = torch.randn(2, num_blocks, block_size, kv_heads, head_dim, generator=gen).to(DEVICE, dtype)
+    want_caches = caches.clone()
+    want_q, want_k = module(positions, q.clone(), k.clone())
+    write_kv(want_caches[0], want_caches[1], want_k, v, slots)
+    apply_rotary_(q, k, positions, module.cos, module.sin, KVWrite(v, caches[0], caches[1], slots))
+    assert ulp_distance(q, want_q) == 0 and ulp_distance(k, want_k) == 0
+    assert torch.equal(caches, want_caches)  # the rotated k and the v at their slots, nothing else touched
+    with pytest.raises(ValueError, match="slot_mapping"):
+        apply_rotary_(q, k, positions, module.cos, module.sin, KVWrite(v, caches[0], caches[1], slots[:-1]))
+    with pytest.raises(ValueError, match="caches"):
+        apply_rotary_(q, k, positions, module.cos, module.sin, KVWrite(v, caches[0][..., :16], caches[1], slots))
+
+
+# ------------------------------------------------------------------------------------------------------------- GEMV
+
+
+@direct
+@pytest.mark.parametrize(
+    "n, k, bias, dtype",
+    [
+        (37, 1000, True, torch.float32),  # n not a multiple of the 4-row block, k not of the 512-column tile
+        (64, 1024, False, torch.float32),
+        (37, 1000, True, HALF),
+        (8, 512, False, HALF),
+    ],
+)
+def test_gemv_matches_linear(n, k, bias, dtype):
+    gen = torch.Generator().manual_seed(17)
+    wide = torch.randn(n + 5, k + 24, generator=gen).to(DEVICE, dtype)
+    weight = wide[3 : 3 + n, :k]  # a part of a fused weight, with a row stride wider than k
+    x = torch.randn(1, k, generator=gen).to(DEVICE, dtype)
+    b = torch.randn(n, generator=gen).to(DEVICE, dtype) if bias else None
+    out = gemv(x, weight, b)
+    want = x.double() @ weight.double().T + (b.double() if b is not None else 0)
+    assert out.shape == (1, n) and out.dtype == dtype
+    if dtype == torch.float32:
+        assert float((out.double() - want).abs().max()) < 1e-3
+    else:
+        assert ulp_distance(out, want.to(dtype)) <= 1
+
+
+@direct
+def test_gemv_edge_cases():
+    x = torch.randn(1, 64).to(DEVICE)
+    assert gemv(x, torch.empty(0, 64, device=DEVICE)).shape == (1, 0)
+    with pytest.raises(ValueError, match="x \\[1, K\\]"):
+        gemv(torch.randn(2, 64).to(DEVICE), torch.randn(8, 64).to(DEVICE))
+    with pytest.raises(ValueError, match="unit stride"):
+        gemv(x, torch.randn(64, 8).to(DEVICE).T)
+    with pytest.raises(ValueError, match="dtype"):
+        gemv(x, torch.randn(8, 64).to(DEVICE, torch.float16))
 
 
 # ------------------------------------------------------------------------------------------------------- activation

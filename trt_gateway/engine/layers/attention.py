@@ -19,10 +19,14 @@ table at its widest (`cuda_graphs.DecodeGraphs`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # the kernels import triton, which CPU installs may lack
+    from trt_gateway.engine.kernels.rotary import KVWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +75,22 @@ class Attention(nn.Module):
     def bind_cache(self, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
         self.k_cache, self.v_cache = k_cache, v_cache
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H, D]"""
+    def kv_write(self, v: torch.Tensor, meta: AttentionMetadata) -> KVWrite:
+        """For the rotary kernel: where to store the step's k (once rotated) and v, so it does the write itself."""
+        from trt_gateway.engine.kernels.rotary import KVWrite
+
         if self.k_cache is None or self.v_cache is None:
             raise RuntimeError("Attention used before the model runner bound a KV cache")
-        write_kv(self.k_cache, self.v_cache, k, v, meta.slot_mapping)
+        return KVWrite(v, self.k_cache, self.v_cache, meta.slot_mapping)
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata, kv_written: bool = False
+    ) -> torch.Tensor:
+        """q: [T, H, D]; k, v: [T, Hkv, D] -> [T, H, D]. kv_written: k and v are in the cache already (kv_write)."""
+        if self.k_cache is None or self.v_cache is None:
+            raise RuntimeError("Attention used before the model runner bound a KV cache")
+        if not kv_written:
+            write_kv(self.k_cache, self.v_cache, k, v, meta.slot_mapping)
         if self.use_kernels:
             return self._forward_kernels(q, meta)
         out = torch.empty_like(q)

@@ -6,6 +6,9 @@ which slot each token uses; the layer then adds the batched LoRA term (`lora/bat
 Parameter names (`weight`, `bias`) match `nn.Linear`, hence the HF checkpoint names load unchanged; the slot tensors
 are plain attributes, not part of the state dict.
 
+`use_kernels` (set on every Linear of a model built for CUDA with the Triton kernels) computes one-row inputs, the
+batch-1 decode step, with `kernels.gemv`, which streams the weights faster than cuBLAS does for a single row.
+
 `fuse_linears` concatenates projections that read the same input (q/k/v, gate/up) into one weight and turns each
 part's weight into a view of it: one matmul instead of three (fewer launches, a better-shaped GEMM at small batch),
 no extra memory, and the parts keep their names, so checkpoints, LoRA slots and PEFT names are unchanged.
@@ -20,6 +23,16 @@ from torch import nn
 from trt_gateway.engine.lora.batched import LoraBatch, lora_delta
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, use_kernels: bool) -> torch.Tensor:
+    """F.linear, or the Triton GEMV for a single row when the kernels are on (the row count is a host-side shape, so
+    the choice is fixed per CUDA-graph bucket)."""
+    if use_kernels and x.shape[0] == 1:
+        from trt_gateway.engine.kernels.gemv import gemv
+
+        return gemv(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
 class Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
@@ -31,10 +44,11 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
         self.lora_a: torch.Tensor | None = None  # [slots + 1, max_rank, in_features], set by LoraSlots
         self.lora_b: torch.Tensor | None = None  # [slots + 1, out_features, max_rank]
+        self.use_kernels = False
 
     def forward(self, x: torch.Tensor, lora: LoraBatch | None = None) -> torch.Tensor:
         """x: [T, in_features] -> [T, out_features]; `lora` (None: no token has an adapter) adds each token's own."""
-        y = F.linear(x, self.weight, self.bias)
+        y = linear(x, self.weight, self.bias, self.use_kernels)
         delta = self.lora_term(x, lora)
         return y if delta is None else y + delta
 
@@ -69,10 +83,11 @@ class FusedLinear:
             start += size
         self.weight = weight
         self.bias = bias
+        self.use_kernels = parts[0].use_kernels
 
     def __call__(self, x: torch.Tensor, lora: LoraBatch | None = None) -> torch.Tensor:
         """x: [T, in] -> [T, sum(out)], each part's columns in order, each with its own LoRA term."""
-        y = F.linear(x, self.weight, self.bias)
+        y = linear(x, self.weight, self.bias, self.use_kernels)
         if lora is not None:
             start = 0
             for part, size in zip(self.parts, self.sizes, strict=True):

@@ -7,11 +7,15 @@ position, so prefill chunks, decodes and recomputed sequences all see exactly th
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from trt_gateway.engine.model_config import RopeConfig
+
+if TYPE_CHECKING:  # the kernels import triton, which CPU installs may lack
+    from trt_gateway.engine.kernels.rotary import KVWrite
 
 
 def inverse_frequencies(rope: RopeConfig, head_dim: int) -> torch.Tensor:
@@ -50,16 +54,24 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", emb.sin(), persistent=False)
 
     def forward(
-        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, use_kernels: bool = False
+        self,
+        positions: torch.Tensor,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        use_kernels: bool = False,
+        cache: KVWrite | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """positions: [T] int64; q: [T, H, D]; k: [T, Hkv, D] -> rotated q, k (same shapes and dtype).
 
-        use_kernels: rotate q and k in place in one Triton launch (CUDA), with the same roundings as below."""
+        use_kernels: rotate q and k in place in one Triton launch (CUDA), with the same roundings as below, and
+        with `cache` also store the rotated k and the v into the paged KV cache in that launch."""
         if use_kernels:
             from trt_gateway.engine.kernels.rotary import apply_rotary_
 
-            apply_rotary_(q, k, positions, self.cos, self.sin)
+            apply_rotary_(q, k, positions, self.cos, self.sin, cache)
             return q, k
+        if cache is not None:
+            raise ValueError("writing the KV cache during rotation needs the kernels")
         cos = self.cos[positions].to(q.dtype)[:, None, :]  # [T, 1, D], broadcast over heads
         sin = self.sin[positions].to(q.dtype)[:, None, :]
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin

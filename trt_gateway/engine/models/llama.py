@@ -9,7 +9,8 @@ which sequence and position each token is, and the optional `LoraBatch` which ad
 
 After loading, `fuse_projections()` computes q/k/v and gate/up as one matmul each (`FusedLinear`), and the residual
 stream is carried beside the hidden states so every norm also does the add before it (`RMSNorm.forward_add`).
-`use_kernels` (CUDA) swaps norms, rotary, SwiGLU and attention for Triton kernels; the arithmetic stays HF's.
+`use_kernels` (CUDA) swaps norms, rotary, SwiGLU, attention and one-row projections for Triton kernels; the
+arithmetic stays HF's.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ class LlamaAttention(nn.Module):
             q = self.q_proj(x, lora).view(tokens, self.num_heads, self.head_dim)
             k = self.k_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
             v = self.v_proj(x, lora).view(tokens, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary(positions, q, k, self.use_kernels)
-        out = self.attn(q, k, v, meta)  # [T, H, D]
+        if self.use_kernels:  # one launch rotates q and k and stores k and v in the paged cache
+            q, k = self.rotary(positions, q, k, use_kernels=True, cache=self.attn.kv_write(v, meta))
+            out = self.attn(q, k, v, meta, kv_written=True)  # [T, H, D]
+        else:
+            q, k = self.rotary(positions, q, k)
+            out = self.attn(q, k, v, meta)
         return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim), lora)
 
 
@@ -114,9 +119,7 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.embed_tokens.weight.requires_grad_(False)
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(cfg, rotary, use_kernels) for _ in range(cfg.num_hidden_layers)
-        )
+        self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary, use_kernels) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, use_kernels)
 
     def forward(
@@ -140,6 +143,9 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(cfg, rotary, use_kernels)
         # With tied embeddings the loader points lm_head.weight at embed_tokens.weight after loading.
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.use_kernels = use_kernels
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata, lora: LoraBatch | None = None
