@@ -3,15 +3,18 @@
 At batch 1 a decode step is a stream of weight reads (15 GB per step for an 8B model): the time is how close each
 projection gets to the memory bandwidth. cuBLAS's kernels for one row reach 2.0-2.8 TB/s on an H100 (its worst case
 is the small square o_proj, 4096 x 4096), partly because they split K and reduce in a second kernel. This kernel gives
-each program BLOCK_N whole rows of W, streams them in BLOCK_K column tiles into an float32 accumulator of the tile's
+each program BLOCK_N whole rows of W, streams them in BLOCK_K column tiles into a float32 accumulator of the tile's
 shape, and reduces once at the end: no split, no second kernel, thousands of programs in flight.
 
-Measured on an H100 (bf16, one row, weights not in L2, per call), cuBLAS -> this kernel:
-    Llama-3-8B  q/k/v 6144 x 4096: 21.1 -> 20.4 us; o 4096 x 4096: 18.5 -> 13.6; gate/up 28672 x 4096: 84.7 -> 78.5;
-                down 4096 x 14336: 44.4 -> 41.8; lm_head 128256 x 4096: 373 -> 339 (3.1 TB/s)
-    Qwen2-7B    q/k/v 4608 x 3584: 14.2 -> 13.1; o: 11.7 -> 10.9; gate/up: 98.1 -> 90.2; down: 53.7 -> 48.5
-One fixed configuration (4 rows, 512 columns, 4 warps, 3 stages) is within 2 % of the best of 72 on average over those
-shapes and 9 % in the worst (q/k/v); a fixed one keeps the summation order, hence the output, the same on every run.
+Measured on an H100 (bf16, one row, inside a CUDA graph, over 32 copies of each weight so none sits in L2; per call),
+cuBLAS -> this kernel (`benchmarks/gemv_bench.py`; benchmarks/results/2026-11-23-h100-gemv-bench.json):
+    Llama-3-8B  q/k/v 6144 x 4096: 21.1 -> 20.4 us; o 4096 x 4096: 16.6 -> 13.7; gate/up 28672 x 4096: 83.1 -> 79.1;
+                down 4096 x 14336: 45.0 -> 42.1; lm_head 128256 x 4096: 381 -> 344 (3.06 TB/s)
+    Qwen2-7B    q/k/v 4608 x 3584: 14.2 -> 13.2; o: 11.8 -> 10.9; gate/up: 98.0 -> 90.2; down: 55.9 -> 49.5
+A whole batch-1 step of the 8B model: 6.22 -> 5.88 ms per token (with the rotary kernel's K/V store; README).
+One fixed configuration (4 rows, 512 columns, 4 warps, 3 stages) is within 3 % of the best of 72 (`--sweep`) on
+average over those shapes and 10 % in the worst (8B q/k/v); a fixed one keeps the summation order, hence the output,
+the same on every run.
 
 Numerics: products and sums in float32 (for half inputs as for float32 ones), bias added in float32, one rounding to
 the output dtype: what cuBLAS does, in another summation order, so results agree to the output dtype's rounding.
