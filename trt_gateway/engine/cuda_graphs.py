@@ -92,11 +92,10 @@ class DecodeGraphs:
         self.capture_s = 0.0
 
     def describe(self) -> str:
-        chunks = f", and for 2-{self.max_chunk} tokens per sequence up to batch {self.chunk_buckets[-1]}"
-        return (
-            f"{len(self.graphs)} graphs up to batch {self.max_batch}{chunks if self.chunk_buckets else ''} "
-            f"(captured in {self.capture_s:.1f} s)"
-        )
+        chunks = ""
+        if self.chunk_buckets:
+            chunks = f", and for 2-{self.max_chunk} tokens per sequence up to batch {self.chunk_buckets[-1]}"
+        return f"{len(self.graphs)} graphs up to batch {self.max_batch}{chunks} (captured in {self.capture_s:.1f} s)"
 
     @torch.inference_mode()
     def capture(self) -> None:
