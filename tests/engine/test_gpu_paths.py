@@ -132,6 +132,7 @@ def test_graph_shapes_of_steps():
     assert step(*[1] * 16) == (16, 1) and step(*[1] * 17) is None
     off = DecodeGraphs(None, max_batch=8, max_blocks=8, pad_block=40, block_size=4, device=torch.device("cpu"))
     assert off.chunk_buckets == [] and off.max_chunk == 1
+    assert "graphs up to batch 8 (" in off.describe() and "2-4 tokens per sequence up to batch 4" in graphs.describe()
     no_drafting = DecodeGraphs(
         None, max_batch=8, max_blocks=8, pad_block=40, block_size=4, device=torch.device("cpu"), max_chunk=5,
         max_chunk_batch=0,
