@@ -14,8 +14,7 @@ import torch
 from engine_helpers import make_engine, make_request, needs_cuda, prompts, run_until_done, tokens_of
 
 from trt_gateway.engine import EngineConfig, LLMEngine
-from trt_gateway.engine.cuda_graphs import DecodeGraphs, batch_buckets
-from trt_gateway.engine.forward_batch import Chunk, layout
+from trt_gateway.engine.cuda_graphs import batch_buckets
 
 
 def test_buckets_cover_every_batch_size():
@@ -84,60 +83,6 @@ def test_graph_replays_match_eager_steps(llama):
     want = _run_staggered(eager, request_prompts)
     _compare(got, want, 1e-4)
     assert graphed.num_free_blocks == graphed.num_total_blocks
-
-
-@needs_cuda
-def test_verify_steps_replay_graphs_and_match_eager_ones(llama):
-    """Speculation (n-gram drafts on repetitive prompts): verify steps whose sequences all check k drafts replay the
-    (batch, 1 + k) graph; the output equals the eager engine's, padding sequences included (batches 3 -> 1)."""
-    loop = [11, 12, 13, 14] * 5
-    request_prompts = {"a": loop, "b": loop[:-2] + [40, 41], "c": prompts(1, [9], seed=3)[0]}
-    spec = dict(speculative_mode="ngram", ngram_min=1, num_draft_tokens=3)
-    graphed = make_engine(llama.path, device="cuda", dtype="float32", **spec)
-    runner = graphed.model_runner
-    assert runner.graphs is not None and (1, 4) in runner.graphs.graphs and (4, 2) in runner.graphs.graphs
-    replayed = []
-    run = runner.graphs.run
-    runner.graphs.run = lambda batch: (replayed.append(runner.graphs.shape_of(batch)), run(batch))[1]
-    eager = make_engine(llama.path, device="cuda", dtype="float32", cuda_graph_max_batch=0, **spec)
-    _compare(_run_staggered(graphed, request_prompts), _run_staggered(eager, request_prompts), 1e-4)
-    assert any(q > 1 for _, q in replayed), replayed  # verify steps did replay graphs
-    assert graphed.speculation.stats.accepted_tokens > 0
-    assert graphed.num_free_blocks == graphed.num_total_blocks
-
-
-def test_graph_shapes_of_steps():
-    """Which steps a graph replays, from host-side sizes (no GPU needed: nothing is captured here)."""
-    graphs = DecodeGraphs(
-        None, max_batch=16, max_blocks=8, pad_block=40, block_size=4, device=torch.device("cpu"), max_chunk=4,
-        max_chunk_batch=4,
-    )  # fmt: skip
-    assert graphs.chunk_buckets == [1, 2, 4] and graphs.max_chunk == 4
-
-    def step(*lengths, lora=False):
-        chunks = [
-            Chunk(list(range(n)), 6, list(range(i * 3, i * 3 + 3)), num_logits=n, lora_slot=int(lora), lora_rank=4)
-            for i, n in enumerate(lengths)
-        ]
-        return graphs.shape_of(layout(chunks, 4, torch.device("cpu"), batched_prefill=True))
-
-    assert step(1, 1, 1) == (3, 1)  # plain decodes
-    assert step(3, 3) == (2, 3)  # two sequences verifying two drafts each
-    assert step(4) == (1, 4)
-    assert step(3, 2) is None  # different numbers of drafts
-    assert step(1, 3) is None  # a decode beside a verify chunk
-    assert step(5) is None  # more tokens than captured
-    assert step(2, 2, 2, 2, 2) is None  # more sequences than the chunk graphs take
-    assert step(1, 1, lora=True) is None and step(3, 3, lora=True) is None
-    assert step(*[1] * 16) == (16, 1) and step(*[1] * 17) is None
-    off = DecodeGraphs(None, max_batch=8, max_blocks=8, pad_block=40, block_size=4, device=torch.device("cpu"))
-    assert off.chunk_buckets == [] and off.max_chunk == 1
-    assert "graphs up to batch 8 (" in off.describe() and "2-4 tokens per sequence up to batch 4" in graphs.describe()
-    no_drafting = DecodeGraphs(
-        None, max_batch=8, max_blocks=8, pad_block=40, block_size=4, device=torch.device("cpu"), max_chunk=5,
-        max_chunk_batch=0,
-    )  # fmt: skip
-    assert no_drafting.chunk_buckets == [] and no_drafting.max_chunk == 1
 
 
 def _run_staggered(engine, request_prompts):

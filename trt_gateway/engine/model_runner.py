@@ -8,8 +8,8 @@ sampled ids on the device, so the host's scheduling and bookkeeping overlap the 
 2. lay the step's tokens out on one axis (`forward_batch.layout`): decodes first, then prefill chunks and verify
    chunks (the pending token plus its drafts);
 3. run the model; project to logits only the rows that pick a token: the last of every sequence that samples, and
-   every row of a verify chunk. On CUDA a decode-only step, or a verify step whose sequences all check as many
-   drafts, replays a captured graph instead (`cuda_graphs`), which computes the logits of every row;
+   every row of a verify chunk. On CUDA a decode-only step replays a captured graph instead (`cuda_graphs`), which
+   computes the logits of every row;
 4. sample on the device, or, when the step verifies drafts, run every sampling row through `rejection.verify` (a
    sequence without drafts is the case k = 0 there); bring ids and logprobs to the host in one transfer each.
 """
@@ -76,9 +76,6 @@ class ModelRunner:
                 pad_block=num_blocks,
                 block_size=config.block_size,
                 device=device,
-                # verify steps: the pending token + up to num_draft_tokens drafts, while the planner drafts at all
-                max_chunk=1 + config.num_draft_tokens if config.speculative_mode else 1,
-                max_chunk_batch=min(config.speculative_max_batch, config.max_num_seqs),
             )
             self.graphs.capture()
 
@@ -123,12 +120,9 @@ class ModelRunner:
         if self.draft is not None:
             draft_probs = self.draft.propose([item for item in scheduled if item.num_spec])
         batch = self.prepare(scheduled)
-        if self.graphs is not None and self.graphs.fits(batch):  # every sequence verifies as many drafts
-            logits = self.graphs.run(batch)[batch.logit_rows]  # [R, V] float32
-        else:
-            hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
-            logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
+        hidden = self.model(batch.input_ids, batch.positions, batch.meta, batch.lora)  # [T, hidden]
         sampling = [item for item in scheduled if item.samples]
+        logits = self.model.compute_logits(hidden[batch.logit_rows])  # [R, V] float32
         return self._verify(sampling, logits, draft_probs)
 
     def prepare(self, scheduled: SequenceOf[ScheduledSeq], placeholders: bool = False) -> ForwardBatch:
