@@ -105,6 +105,10 @@ CUDA_FP32 = DeviceCase("cuda", "float32", logits_atol=2e-3, tie_gap=4e-3)
 NEEDS_CUDA = (pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
 
 
+# float32 on the CPU and, where there is one, on the GPU: for tests parametrised over `case`
+FP32_ON_EACH_DEVICE = [pytest.param(CPU_FP32, id="cpu"), pytest.param(CUDA_FP32, id="cuda", marks=NEEDS_CUDA)]
+
+
 def needs_cuda(test: Any) -> Any:
     for mark in NEEDS_CUDA:
         test = mark(test)

@@ -20,8 +20,7 @@ import torch
 from engine_golden import assert_close, assert_same_greedy
 from engine_helpers import (
     CPU_FP32,
-    CUDA_FP32,
-    NEEDS_CUDA,
+    FP32_ON_EACH_DEVICE,
     DeviceCase,
     build_hf_model,
     make_engine,
@@ -146,17 +145,7 @@ def test_adapters_change_the_output(lora_setup):
     assert len(set(outputs.values())) == len(outputs), outputs  # otherwise the golden tests prove little
 
 
-ON_DEVICES = [
-    pytest.param(CPU_FP32, id="cpu"),
-    pytest.param(
-        CUDA_FP32,
-        id="cuda",
-        marks=NEEDS_CUDA,
-    ),
-]
-
-
-@pytest.mark.parametrize("case", ON_DEVICES)
+@pytest.mark.parametrize("case", FP32_ON_EACH_DEVICE)
 def test_mixed_batch_matches_peft(lora_setup, kernel, case):
     """On CUDA: fused q/k/v and gate/up with LoRA per part, the Triton kernels, and graphs for the base-only steps;
     PEFT stays on the CPU in float32 as the reference."""
@@ -180,7 +169,7 @@ def test_mixed_batch_matches_peft(lora_setup, kernel, case):
     assert all(a.active_requests == 0 for a in engine.lora.list())
 
 
-@pytest.mark.parametrize("case", ON_DEVICES)
+@pytest.mark.parametrize("case", FP32_ON_EACH_DEVICE)
 def test_requests_joining_mid_flight_and_chunked_prefill_match_peft(lora_setup, kernel, case):
     root, refs = lora_setup
     engine = lora_engine(

@@ -15,9 +15,7 @@ import dataclasses
 import pytest
 import torch
 from engine_helpers import (
-    CPU_FP32,
-    CUDA_FP32,
-    NEEDS_CUDA,
+    FP32_ON_EACH_DEVICE,
     Checkpoint,
     DeviceCase,
     build_hf_model,
@@ -90,17 +88,7 @@ def first_fork(got: list, want: list, tie_gap: float, what: str) -> int:
     return len(got)
 
 
-ON_DEVICES = [
-    pytest.param(CPU_FP32, id="cpu"),
-    pytest.param(
-        CUDA_FP32,
-        id="cuda",
-        marks=NEEDS_CUDA,
-    ),
-]
-
-
-@pytest.mark.parametrize("case", ON_DEVICES)
+@pytest.mark.parametrize("case", FP32_ON_EACH_DEVICE)
 @pytest.mark.parametrize("mode", MODES)
 def test_greedy_output_is_identical(mode: str, case: DeviceCase, llama: Checkpoint, other_draft: Checkpoint):
     """On CUDA the plain engine decodes through graphs, the decode kernel and async scheduling while verification

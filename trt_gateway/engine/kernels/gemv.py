@@ -83,7 +83,8 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     if weight.stride(1) != 1:
         raise ValueError("weight must have unit stride along K")
     if x.dtype != weight.dtype or (bias is not None and (bias.dtype != x.dtype or bias.shape != (n,))):
-        raise ValueError(f"x, weight and bias must share a dtype and bias be [N]: {x.dtype}, {weight.dtype}, {bias}")
+        got = "none" if bias is None else f"{bias.dtype} {tuple(bias.shape)}"
+        raise ValueError(f"x, weight and bias must share a dtype and bias be [{n}]: {x.dtype}, {weight.dtype}, {got}")
     x = x.contiguous()
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     if n == 0:

@@ -10,7 +10,8 @@ The KV cache of one layer is two tensors [num_blocks, block_size, Hkv, D]; token
    later CUDA-graph capture can fix by bucketing;
 3. prefill chunks run one sequence at a time (a varlen loop) with a causal mask offset by the tokens already cached.
 
-On CUDA (`use_kernels`) steps 2 and 3 are one Triton launch each (`kernels.paged_decode`, `kernels.paged_prefill`)
+On CUDA (`use_kernels`) step 1 happens inside the rotary kernel (`kv_write`: k is stored as it is rotated), and
+steps 2 and 3 are one Triton launch each (`kernels.paged_decode`, `kernels.paged_prefill`)
 reading K/V in place through the block tables; the prefill chunks then come as one `PrefillBatch` instead of spans.
 The decode launch reads only each sequence's own blocks whatever the table's width, so a CUDA graph can hold the
 table at its widest (`cuda_graphs.DecodeGraphs`).

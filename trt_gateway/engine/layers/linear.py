@@ -25,8 +25,9 @@ from trt_gateway.engine.lora.batched import LoraBatch, lora_delta
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, use_kernels: bool) -> torch.Tensor:
     """F.linear, or the Triton GEMV for a single row when the kernels are on (the row count is a host-side shape, so
-    the choice is fixed per CUDA-graph bucket)."""
-    if use_kernels and x.shape[0] == 1:
+    the choice is fixed per CUDA-graph bucket). The GEMV needs rows of unit stride, which every loaded weight has;
+    anything else goes to cuBLAS rather than failing a request."""
+    if use_kernels and x.shape[0] == 1 and weight.stride(1) == 1:
         from trt_gateway.engine.kernels.gemv import gemv
 
         return gemv(x, weight, bias)
