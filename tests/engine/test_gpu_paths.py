@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+import torch.nn.functional as F
 from engine_helpers import make_engine, make_request, needs_cuda, prompts, run_until_done, tokens_of
 
 from trt_gateway.engine import EngineConfig, LLMEngine
@@ -41,6 +43,32 @@ def _tiny_config(tmp_path, **extra):
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     return str(tmp_path)
+
+
+def test_one_row_gemv_only_where_graphs_are_captured(monkeypatch):
+    """The Triton GEMV replaces cuBLAS for one-row projections only inside `one_row_gemv()` (the graphs' warm-up and
+    capture): eager batch-1 steps are launch-bound, and a Triton launch costs more host time than a cuBLAS one."""
+    pytest.importorskip("triton")
+    from trt_gateway.engine.kernels import gemv as gemv_module
+    from trt_gateway.engine.layers.linear import Linear, one_row_gemv
+
+    calls = []
+    monkeypatch.setattr(gemv_module, "gemv", lambda x, w, b=None: calls.append(tuple(x.shape)) or F.linear(x, w, b))
+    layer = Linear(8, 4)
+    layer.weight = torch.nn.Parameter(torch.randn(4, 8), requires_grad=False)
+    layer.use_kernels = True
+    one, two = torch.randn(1, 8), torch.randn(2, 8)
+    layer(one)
+    assert calls == []  # eager
+    with one_row_gemv():
+        assert torch.allclose(layer(one), F.linear(one, layer.weight))
+        layer(two)  # two rows: cuBLAS
+    assert calls == [(1, 8)]
+    layer(one)  # the block has ended
+    layer.use_kernels = False
+    with one_row_gemv():
+        layer(one)  # kernels off
+    assert calls == [(1, 8)]
 
 
 def test_dummy_weights_build_from_config_alone(tmp_path):

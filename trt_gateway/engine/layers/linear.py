@@ -7,7 +7,8 @@ Parameter names (`weight`, `bias`) match `nn.Linear`, hence the HF checkpoint na
 are plain attributes, not part of the state dict.
 
 `use_kernels` (set on every Linear of a model built for CUDA with the Triton kernels) computes one-row inputs, the
-batch-1 decode step, with `kernels.gemv`, which streams the weights faster than cuBLAS does for a single row.
+batch-1 decode step, with `kernels.gemv` inside CUDA graphs, where it streams the weights faster than cuBLAS does for
+a single row.
 
 `fuse_linears` concatenates projections that read the same input (q/k/v, gate/up) into one weight and turns each
 part's weight into a view of it: one matmul instead of three (fewer launches, a better-shaped GEMM at small batch),
@@ -16,18 +17,38 @@ no extra memory, and the parts keep their names, so checkpoints, LoRA slots and 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from trt_gateway.engine.lora.batched import LoraBatch, lora_delta
 
+_ONE_ROW_GEMV: ContextVar[bool] = ContextVar("one_row_gemv", default=False)
+
+
+@contextmanager
+def one_row_gemv() -> Iterator[None]:
+    """One-row projections of models with the kernels on use the Triton GEMV in this block (see `linear`)."""
+    token = _ONE_ROW_GEMV.set(True)
+    try:
+        yield
+    finally:
+        _ONE_ROW_GEMV.reset(token)
+
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, use_kernels: bool) -> torch.Tensor:
-    """F.linear, or the Triton GEMV for a single row when the kernels are on (the row count is a host-side shape, so
-    the choice is fixed per CUDA-graph bucket). The GEMV needs rows of unit stride, which every loaded weight has;
-    anything else goes to cuBLAS rather than failing a request."""
-    if use_kernels and x.shape[0] == 1 and weight.stride(1) == 1:
+    """F.linear, or the Triton GEMV for a single row with the kernels on, inside `one_row_gemv()`: the CUDA graphs'
+    warm-up and capture.
+
+    Only in graphs: launched eagerly, a Triton kernel costs tens of microseconds of Python per call, cuBLAS a few,
+    and a batch-1 step run eagerly (LoRA adapters, draft-model proposals) is bound by launches, not bandwidth. The
+    row count is a host-side shape, so the choice is fixed per graph bucket. The GEMV needs rows of unit stride,
+    which every loaded weight has; anything else goes to cuBLAS rather than failing a request."""
+    if use_kernels and x.shape[0] == 1 and weight.stride(1) == 1 and _ONE_ROW_GEMV.get():
         from trt_gateway.engine.kernels.gemv import gemv
 
         return gemv(x, weight, bias)
