@@ -1,5 +1,5 @@
-"""Live gateways for the tests, each in its own thread and event loop, so that the sync entry points and the async
-ones (each test on pytest-asyncio's own loop) can both call them.
+"""Live gateways for the tests (`trt_gateway.testing`), each in its own thread and event loop, so that the sync entry
+points and the async ones (each test on pytest-asyncio's own loop) can both call them.
 
 - `demo_target`: the embedded engine serving the committed demo model, as "demo" and also as "demo-b" (the same
   weights under a second name, as a two-model deployment looks to a client). It is exported as
@@ -11,98 +11,13 @@ ones (each test on pytest-asyncio's own loop) can both call them.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import json
-import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import torch
-from trt_gateway.config import from_mapping
-from trt_gateway.executors.base import Executor
 from trt_gateway.executors.echo import EchoExecutor
-from trt_gateway.executors.native import DEMO_MODEL, NativeExecutor
-from trt_gateway.server.app import GatewayServer
-from trt_gateway.types import Finish, FinishReason, GenerateRequest, ModelInfo, TokenDelta, Usage
-
-ALIAS = "demo-b"
-API_KEY = "test-key"
-REPLY = "Hello from the scripted gateway."
-JSON_REPLY = {"name": "Ada", "age": 36}
-
-
-class LiveGateway:
-    """A started GatewayServer on 127.0.0.1:<free port>, served by a loop in a daemon thread."""
-
-    def __init__(self, executor: Executor, **config: Any) -> None:
-        self.executor = executor
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="live-gateway", daemon=True)
-        server = {"host": "127.0.0.1", "port": 0, "grace_period_s": 0.5, **config.pop("server", {})}
-        self.server = GatewayServer(
-            from_mapping({"server": server, "executor": {"name": executor.name}, **config}), executor
-        )
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout=120)
-        return f"127.0.0.1:{self.server.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(0.5), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-
-class TwoNameDemo(NativeExecutor):
-    """The demo model, served as "demo" (the default) and as "demo-b"."""
-
-    def models(self) -> Sequence[ModelInfo]:
-        (info,) = super().models()
-        return (info, dataclasses.replace(info, name=ALIAS))
-
-    def _check_model(self, model: str) -> None:
-        super()._check_model(self.served_name if model == ALIAS else model)
-
-
-class Scripted(EchoExecutor):
-    """Replies REPLY word by word (or JSON_REPLY under guided JSON decoding) and reports speculative statistics."""
-
-    def __init__(self) -> None:
-        super().__init__({"model_name": "scripted"})
-        self.requests: list[GenerateRequest] = []
-        self.word_delay_s = 0.0  # tests slow it down to observe concurrency and deadlines
-        self.in_flight = 0
-        self.peak_in_flight = 0
-
-    def models(self) -> Sequence[ModelInfo]:
-        (info,) = super().models()
-        caps = dataclasses.replace(info.capabilities, guided=("json_schema",), speculative="ngram", num_draft_tokens=4)
-        return (dataclasses.replace(info, capabilities=caps),)
-
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        self._check_model(request.model)
-        self.requests.append(request)
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
-            reply = json.dumps(JSON_REPLY) if request.guided.json_schema else REPLY
-            words = reply.split(" ")
-            budget = min(len(words), request.stopping.max_tokens)
-            for i, word in enumerate(words[:budget]):
-                await asyncio.sleep(self.word_delay_s)
-                text = word if i == 0 else " " + word
-                if i < budget - 1:
-                    yield TokenDelta(text=text, token_ids=(i,))
-                    continue
-                reason = FinishReason.STOP_TOKEN if budget == len(words) else FinishReason.LENGTH
-                usage = Usage(prompt_tokens=7, completion_tokens=budget, draft_tokens=8, accepted_tokens=6)
-                yield TokenDelta(text=text, token_ids=(i,), finish=Finish(reason, usage))
-        finally:
-            self.in_flight -= 1
+from trt_gateway.executors.native import DEMO_MODEL
+from trt_gateway.testing import API_KEY, LiveGateway, Scripted, TwoNameDemo
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ALIAS, API_KEY, JSON_REPLY, REPLY
 from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
@@ -24,6 +23,7 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index_instrumentation.event_handlers import BaseEventHandler
 from pydantic import BaseModel
 from trt_gateway import errors
+from trt_gateway.testing import ALIAS, API_KEY, JSON_REPLY, REPLY
 
 from llama_index.llms.trt_gateway import TrtGateway
 

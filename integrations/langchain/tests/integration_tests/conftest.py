@@ -1,4 +1,4 @@
-"""Fixtures: the live gateways of gateways.py, started once per session."""
+"""Fixtures: the live gateways of `trt_gateway.testing`, started once per session."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 from trt_gateway.executors.echo import EchoExecutor
 from trt_gateway.executors.native import DEMO_MODEL
-
-from tests.integration_tests.gateways import API_KEY, LiveGateway, Scripted, TwoNameDemo
+from trt_gateway.testing import API_KEY, LiveGateway, Scripted, TwoNameDemo
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 from pydantic import BaseModel
 from trt_gateway import errors
+from trt_gateway.testing import ALIAS, API_KEY, JSON_REPLY, REPLY
 
 from langchain_trt_gateway import ChatTrtGateway
-from tests.integration_tests.gateways import ALIAS, API_KEY, JSON_REPLY, REPLY
 
 PROMPT = "What does the for statement do?"
 

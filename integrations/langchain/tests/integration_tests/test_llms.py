@@ -9,9 +9,9 @@ import pytest
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.outputs import GenerationChunk
 from trt_gateway import errors
+from trt_gateway.testing import API_KEY, REPLY
 
 from langchain_trt_gateway import TrtGatewayLLM
-from tests.integration_tests.gateways import API_KEY, REPLY
 
 PROMPT = "The for statement"
 

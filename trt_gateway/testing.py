@@ -1,13 +1,21 @@
-"""Live gateways for the integration tests, each in its own thread and event loop, so that sync tests (LangChain's
-`invoke`, `stream`, `batch`) and async tests (each on pytest-asyncio's own loop) can both call them. The fixtures
-are in conftest.py.
+"""A gateway in the test process: for tests of clients, LangChain chains or LlamaIndex pipelines against the real
+gRPC server on loopback, without a separate process or a GPU.
 
-- `demo_target`: the embedded engine serving the committed demo model, as "demo" and also as "demo-b" (the same
-  weights under a second name, as a two-model deployment looks to a client; the model-override tests need one).
-  It is exported as `TRT_GATEWAY_TARGET`, which is the models' default `target`.
-- `echo_target`: the plain echo executor, a model without guided decoding.
-- `scripted`: an echo-based executor that reports guided JSON decoding, LoRA and speculative decoding, replies with a
-  fixed text (or JSON) and records each request, for what the tiny demo model cannot show.
+    from trt_gateway.executors.echo import EchoExecutor
+    from trt_gateway.testing import LiveGateway
+
+    with LiveGateway(EchoExecutor()) as target:        # "127.0.0.1:<free port>"
+        GatewayClient(target).generate("hi")
+
+- `LiveGateway`: a started `GatewayServer` on 127.0.0.1, its event loop in a daemon thread, so that both blocking
+  calls and calls from another event loop (pytest-asyncio's) reach it;
+- `TwoNameDemo`: the embedded engine on a model, served under its own name and as `ALIAS` (how a two-model
+  deployment looks to a client);
+- `Scripted`: an echo-based executor that replies `REPLY` word by word (`JSON_REPLY` under guided JSON decoding),
+  reports guided decoding, speculative decoding and its statistics, and records each request: what a tiny model
+  cannot show deterministically.
+
+The LangChain and LlamaIndex adapters' test suites run on these.
 """
 
 from __future__ import annotations
