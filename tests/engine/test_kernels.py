@@ -61,7 +61,7 @@ direct = pytest.mark.skipif(not DIRECT, reason="runs in the interpreter child (t
 
 # How many tests the child must pass: a child that silently skips or collects nothing cannot pass the wrapper.
 # Update it when adding a case.
-KERNEL_CASES = 36
+KERNEL_CASES = 37
 
 
 @pytest.mark.skipif(DIRECT, reason="the kernel tests run directly")
@@ -448,6 +448,55 @@ def test_gemv_edge_cases():
         gemv(x, torch.randn(64, 8).to(DEVICE).T)
     with pytest.raises(ValueError, match="dtype"):
         gemv(x, torch.randn(8, 64).to(DEVICE, torch.float16))
+
+
+# ----------------------------------------------------------------------------------------------- the model with them
+
+
+@direct
+def test_llama_forward_with_kernels_matches_the_torch_paths():
+    """The kernels in place inside the model (fused projections, rotary storing K/V, paged attention, norms, SwiGLU,
+    the one-row GEMV under `one_row_gemv`): logits and KV cache as the torch paths give them, step after step, for
+    prompt chunks, decodes beside a multi-token chunk, and a single row. float32, within 1e-4."""
+    from contextlib import nullcontext
+
+    from trt_gateway.engine.forward_batch import Chunk, layout
+    from trt_gateway.engine.kv_cache import allocate_kv_cache
+    from trt_gateway.engine.layers.linear import one_row_gemv
+    from trt_gateway.engine.loader import load_model
+    from trt_gateway.engine.model_config import parse_model_config
+
+    cfg = parse_model_config(
+        {
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 80, "max_position_embeddings": 64,
+            "initializer_range": 0.2,
+        }
+    )  # fmt: skip
+    device, block = torch.device(DEVICE), 4
+    models, caches = {}, {}
+    for kernels in (True, False):  # the same seeded weights
+        models[kernels] = load_model("", cfg, device, torch.float32, 64, dummy=True, use_kernels=kernels)
+        caches[kernels] = allocate_kv_cache(cfg, 6, block, torch.float32, device)
+        for i, attn in enumerate(models[kernels].attention_layers()):
+            attn.bind_cache(caches[kernels][0, i], caches[kernels][1, i])
+    a, b = [0, 1, 2], [3, 4, 5]  # block tables
+    steps = [
+        [Chunk([5, 6, 7, 8, 9, 10], 0, a, num_logits=1), Chunk([11, 12, 13, 14], 0, b, num_logits=1)],
+        [Chunk([15], 6, a, num_logits=1), Chunk([16], 4, b, num_logits=1)],
+        [Chunk([17], 7, a, num_logits=1), Chunk([18, 19, 20], 5, b, num_logits=3)],  # a decode beside a chunk
+        [Chunk([21], 8, a, num_logits=1)],  # one row: the GEMV
+    ]
+    with torch.inference_mode():
+        for n, chunks in enumerate(steps):
+            logits = {}
+            for kernels, model in models.items():
+                batch = layout(chunks, block, device, batched_prefill=kernels)
+                with one_row_gemv() if kernels else nullcontext():
+                    hidden = model(batch.input_ids, batch.positions, batch.meta)
+                    logits[kernels] = model.compute_logits(hidden[batch.logit_rows])
+            assert torch.allclose(logits[True], logits[False], atol=1e-4), (n, (logits[True] - logits[False]).abs().max())
+            assert torch.allclose(caches[True], caches[False], atol=1e-5), n
 
 
 # ------------------------------------------------------------------------------------------------------- activation
