@@ -120,7 +120,7 @@ async def test_lifecycle_under_concurrent_traffic(server, stub, tmp_path) -> Non
     assert all(len(ids) > 0 for ids, _, _ in results)
     assert list(copy_out) == list(solo)  # same weights under another name: same tokens
 
-    engine_lora = server.executor._async_engine.engine.lora
+    engine_lora = server.executor.front.engine.lora
     assert engine_lora.info("uppercase").active_requests == 0
     assert engine_lora.info("uppercase").residency is Residency.GPU
     await stub.UnloadAdapter(pb.UnloadAdapterRequest(name="uppercase"))

@@ -39,7 +39,7 @@ async def stub(server: GatewayServer) -> AsyncIterator[pb_grpc.GatewayStub]:
 
 
 def engine_of(server: GatewayServer):  # noqa: ANN201 - the LLMEngine behind the executor
-    return server.executor._async_engine.engine  # type: ignore[attr-defined]
+    return server.executor.front.engine  # type: ignore[attr-defined]
 
 
 def greedy(prompt: str, max_tokens: int = 24, **kw: object) -> pb.GenerateRequest:

@@ -94,7 +94,7 @@ async def test_soak_leaks_nothing(tiny, tmp_path: Path) -> None:
     admission = {"max_inflight": 32, "max_queued": 4096}
     lora_section = {"adapter_roots": list(lora.adapter_roots), "adapters": dict(lora.adapters), "max_loras": 2}
     async with running(executor, admission=admission, executor={"lora": lora_section}) as server:
-        engine = executor._async_engine.engine
+        engine = executor.front.engine
         async with grpc.aio.insecure_channel(target(server)) as channel:
             stub = pb_grpc.GatewayStub(channel)
             rng = random.Random(1234)

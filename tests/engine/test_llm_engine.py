@@ -37,7 +37,7 @@ def test_stop_token_id_finishes_and_is_reported(engine):
 
 
 def test_eos_stops_unless_ignored_and_min_tokens_delays_it(engine):
-    force_eos = {"logit_bias": {EOS: 1000.0}}
+    force_eos = {"logit_bias": {EOS: 100.0}}  # the largest bias a request may set
     engine.add_request(make_request("eos", sampling=force_eos), [5, 6])
     engine.add_request(make_request("ignore", max_tokens=4, sampling=force_eos, stopping={"ignore_eos": True}), [5, 6])
     engine.add_request(make_request("min", sampling=force_eos, stopping={"min_tokens": 3}), [5, 6])
@@ -105,11 +105,11 @@ def test_out_of_memory_fails_the_step_requests_without_leaking(engine, monkeypat
         ([], {}, "prompt"),
         (list(range(3, 300)), {}, "prompt"),  # longer than max_model_len=256
         ([5, 9999], {}, "token_ids"),
-        ([5], {"temperature": -1.0}, "temperature"),
-        ([5], {"sampling": {"top_p": 0.0}}, "top_p"),
-        ([5], {"top_logprobs": 1000}, "top_logprobs"),
-        ([5], {"sampling": {"logit_bias": {9999: 1.0}}}, "logit_bias"),
-        ([5], {"max_tokens": 0}, "max_tokens"),
+        ([5], {"temperature": -1.0}, "sampling.temperature"),
+        ([5], {"sampling": {"top_p": 0.0}}, "sampling.top_p"),
+        ([5], {"top_logprobs": 1000}, "response.top_logprobs"),
+        ([5], {"sampling": {"logit_bias": {9999: 1.0}}}, "sampling.logit_bias"),
+        ([5], {"max_tokens": 0}, "stopping.max_tokens"),
     ],
 )
 def test_invalid_requests_are_refused_naming_the_field(engine, prompt, request_kwargs, field):
@@ -121,7 +121,7 @@ def test_invalid_requests_are_refused_naming_the_field(engine, prompt, request_k
 
 def test_duplicate_request_id_is_refused(engine):
     engine.add_request(make_request("a"), [5])
-    with pytest.raises(errors.InvalidArgument):
+    with pytest.raises(errors.AlreadyExists):
         engine.add_request(make_request("a"), [6])
 
 

@@ -11,7 +11,7 @@ LIMITS = LimitsConfig(default_max_tokens=77)
 
 
 def test_unset_fields_take_the_documented_defaults() -> None:
-    r = convert.generate_request(pb.GenerateRequest(text="hi"), "rid", "m", LIMITS)
+    r = convert.generate_request(pb.GenerateRequest(text="hi"), "rid", "m", LIMITS.default_max_tokens)
     assert r.request_id == "rid" and r.model == "m"
     assert r.prompt == t.Prompt(text="hi")
     assert r.sampling == t.SamplingParams(temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=None)
@@ -34,7 +34,7 @@ def test_zero_is_not_unset() -> None:
         adapter="sql",
         priority=-4,
     )
-    r = convert.generate_request(msg, "rid", "m", LIMITS)
+    r = convert.generate_request(msg, "rid", "m", LIMITS.default_max_tokens)
     assert r.prompt.token_ids == (1, 2) and r.prompt.text is None and r.prompt.messages is None
     assert r.sampling.temperature == 0.0 and r.sampling.seed == 0 and r.sampling.top_p == 0.5
     assert r.sampling.logit_bias == {3: -1.5}
@@ -47,7 +47,7 @@ def test_zero_is_not_unset() -> None:
 
 def test_messages() -> None:
     msg = pb.GenerateRequest(messages=[pb.ChatMessage(role="user", content="hi")])
-    r = convert.generate_request(msg, "rid", "m", LIMITS)
+    r = convert.generate_request(msg, "rid", "m", LIMITS.default_max_tokens)
     assert r.prompt.messages == (t.ChatMessage("user", "hi"),)
 
 

@@ -1,63 +1,79 @@
-"""The async front of the engine: `LLMEngine` steps in its own thread; each request reads its own asyncio queue.
+"""The typed async front of the embedded engine, shaped like vLLM v1's `AsyncLLM`: `generate`, `abort`, `tokenize`,
+adapters and `stats()`. Nothing above it touches the `LLMEngine`, which its own thread owns.
 
-The gRPC event loop never runs model code. It hands requests to the engine thread and awaits per-request queues;
-the engine thread loops schedule -> run -> postprocess, turns each `StepOutput` into a `TokenDelta` (detokenised,
-stop strings held back) and delivers one step's deltas to the loop in a single `call_soon_threadsafe`.
+One request, as numbered steps:
+1. `InputProcessor` turns it into an `EngineRequest`: tokenized on the loop, then checked, grammar compiled and
+   adapter pinned (in a worker thread when a compile or a file read may block);
+2. the engine thread picks it up, `LLMEngine.add`s it and loops schedule -> run -> postprocess;
+3. `OutputProcessor` turns each `StepOutput` into a `TokenDelta` in that thread; one step's deltas reach the loop in
+   a single `call_soon_threadsafe`, each into its request's own queue, which `generate` drains.
 
-Text is produced in the engine thread because a stop string must end its sequence before the next step computes
-another token: `engine.finish` is applied first thing in the next `step()`, so output never overshoots a stop.
+Cancellation: closing or cancelling `generate` (a client gone, a deadline) aborts the request in the engine, which
+frees its KV blocks and its adapter at the next step; a request cancelled while its pin is being taken releases the
+pin when the worker thread finishes.
 
 Failure model (vLLM v1's): an exception from `step()` kills the engine. Every waiting request gets `EngineDead`
-(UNAVAILABLE) and `health()` reports DEAD, so the server exits for its supervisor. A per-request failure
+(UNAVAILABLE) and `dead` turns True, so the server exits for its supervisor. A per-request failure
 (`StepOutput.error`, e.g. out of memory for one step) fails only that request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from trt_gateway import errors
-from trt_gateway.engine.detokenizer import IncrementalDetokenizer, TextDecoder
-from trt_gateway.engine.llm_engine import LLMEngine, StepOutput
-from trt_gateway.stopping import StopStringMatcher
-from trt_gateway.types import (
-    Finish,
-    FinishReason,
-    GenerateRequest,
-    PromptInfo,
-    TokenDelta,
-    TokenLogprob,
-    TopLogprob,
-    Usage,
-)
+from trt_gateway import errors, validation
+from trt_gateway.engine import structured_output
+from trt_gateway.engine.config import EngineConfig, EngineConfigError
+from trt_gateway.engine.input_processor import EngineRequest, InputProcessor
+from trt_gateway.engine.llm_engine import LLMEngine
+from trt_gateway.engine.output_processor import OutputProcessor, OutputState
+from trt_gateway.engine.stats import EngineStats
+from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, TokenDelta
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Request:
-    """One request's state, owned by the engine thread once submitted (the queue is the only shared part)."""
+@dataclass(frozen=True, slots=True)
+class EngineFacts:
+    """What the layers above need to describe the served model; fixed once the engine has started."""
 
-    request: GenerateRequest
-    prompt_ids: list[int]
-    grammar: Any
+    max_model_len: int
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]
+    max_top_logprobs: int
+    chat_template: bool
+    guided: tuple[str, ...]  # guided-decoding kinds this engine can enforce
+    lora: bool
+    max_loras: int
+    max_lora_rank: int
+    speculative: str  # "" when off
+    num_draft_tokens: int
+
+
+@dataclass(eq=False)
+class _Request:
+    """One request in flight. The loop writes `queue`'s consumer side; the engine thread owns `out`."""
+
+    prepared: EngineRequest
+    out: OutputState
     queue: asyncio.Queue[TokenDelta | BaseException]
-    detok: IncrementalDetokenizer
-    stop: StopStringMatcher
-    done: bool = False
 
 
 class AsyncEngine:
-    def __init__(self, build: Callable[[], LLMEngine], tokenizer: TextDecoder) -> None:
-        self._build = build
-        self._tokenizer = tokenizer
-        self.engine: LLMEngine | None = None
+    """Build with `await AsyncEngine.start(config)`; `shutdown()` when done."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.engine: LLMEngine | None = None  # owned by the engine thread; read it only in tests and benchmarks
+        self.facts: EngineFacts | None = None
+        self._inputs: InputProcessor | None = None
+        self._outputs: OutputProcessor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._cv = threading.Condition()
@@ -69,14 +85,45 @@ class AsyncEngine:
 
     # -- lifecycle (event loop) -----------------------------------------------------------------------------------
 
-    async def start(self) -> LLMEngine:
-        """Build the engine (loading weights) in its thread, then keep stepping there."""
+    @classmethod
+    async def start(cls, config: EngineConfig) -> AsyncEngine:
+        """Load the tokenizer and template, then build the engine (loading weights) in its thread and keep it
+        stepping there. Raises EngineConfigError naming what to change when the checkpoint cannot be served."""
+        from tokenizers import Tokenizer
+
+        from trt_gateway.engine.chat_template import ChatTemplate
+
+        self = cls(config)
+        model = Path(config.model)
+        tokenizer_file = model / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise EngineConfigError(f"{model} has no tokenizer.json (HF fast tokenizer required)", field="model")
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        template = ChatTemplate.from_pretrained(model)
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[LLMEngine] = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="trt-gateway-engine", daemon=True)
+        # One tokenizer for both sides: `tokenizers.Tokenizer` is safe to share between threads.
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, tokenizer), name="trt-gateway-engine", daemon=True
+        )
         self._thread.start()
-        self.engine = await ready
-        return self.engine
+        engine = self.engine = await ready
+        self._inputs = InputProcessor(tokenizer, template, engine.bounds, engine.structured, engine.lora)
+        c = engine.config
+        self.facts = EngineFacts(
+            max_model_len=engine.max_model_len,
+            vocab_size=engine.vocab_size,
+            eos_token_ids=tuple(engine.eos_token_ids),
+            max_top_logprobs=c.max_top_logprobs,
+            chat_template=template.available,
+            guided=structured_output.KINDS if structured_output.available() else (),
+            lora=engine.lora is not None,
+            max_loras=c.max_loras if engine.lora is not None else 0,
+            max_lora_rank=c.max_lora_rank if engine.lora is not None else 0,
+            speculative=c.speculative_mode,
+            num_draft_tokens=c.num_draft_tokens if c.speculative_mode else 0,
+        )
+        return self
 
     @property
     def dead(self) -> bool:
@@ -91,26 +138,29 @@ class AsyncEngine:
         for state in list(self._requests.values()):
             state.queue.put_nowait(errors.Unavailable("the engine is shutting down"))
 
+    def stats(self) -> EngineStats | None:
+        """None before the engine has started."""
+        return self.engine.stats() if self.engine is not None else None
+
     # -- requests (event loop) ------------------------------------------------------------------------------------
 
-    async def generate(
-        self, request: GenerateRequest, prompt_ids: Sequence[int], grammar: Any = None
-    ) -> AsyncIterator[TokenDelta]:
-        """grammar: the compiled guided-decoding constraint (compile it off the loop: `engine.structured`)."""
-        if self.error is not None:
-            raise errors.EngineDead(f"the engine has failed: {type(self.error).__name__}") from self.error
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+        """Stream one request's deltas; the last carries `finish`. Raises a GatewayError for this request only, or
+        EngineDead when the engine is gone."""
+        inputs = self._started()
         rid = request.request_id
         if rid in self._requests:
-            raise errors.AlreadyExists(f"request_id {rid!r} is already running", field="request_id")
-        stopping = request.stopping
-        state = _Request(
-            request=request,
-            prompt_ids=list(prompt_ids),
-            grammar=grammar,
-            queue=asyncio.Queue(),
-            detok=IncrementalDetokenizer(self._tokenizer, prompt_ids),
-            stop=StopStringMatcher(stopping.stop, include_stop=stopping.include_stop),
-        )
+            raise validation.duplicate_request_id(rid)
+        ids = inputs.prompt_ids(request.prompt)
+        if inputs.blocks(request):
+            prepared = await _off_loop(inputs.prepare, request, ids)
+        else:
+            prepared = inputs.prepare(request, ids)
+        if rid in self._requests:  # taken while this one was being prepared
+            prepared.release()
+            raise validation.duplicate_request_id(rid)
+        assert self._outputs is not None
+        state = _Request(prepared, self._outputs.state(request, prepared.prompt_ids), asyncio.Queue())
         self._requests[rid] = state
         with self._cv:
             self._incoming.append(state)
@@ -142,16 +192,49 @@ class AsyncEngine:
             self._aborts.append(request_id)
             self._cv.notify()
 
+    async def tokenize(
+        self, *, text: str | None = None, messages: Sequence[ChatMessage] | None = None, add_special_tokens: bool = True
+    ) -> list[int]:
+        inputs = self._started()
+        return inputs.render(messages) if messages else inputs.encode(text or "", add_special_tokens)
+
+    # -- adapters (event loop; file reads in worker threads) ------------------------------------------------------
+
+    async def load_adapter(self, name: str, path: str) -> AdapterInfo:
+        return await asyncio.to_thread(self._lora().register, name, path)
+
+    async def unload_adapter(self, name: str) -> None:
+        self._lora().unregister(name)
+
+    def list_adapters(self) -> list[AdapterInfo]:
+        return self._lora().list()
+
+    def _lora(self) -> Any:
+        registry = self._started().lora
+        if registry is None:
+            raise errors.FailedPrecondition(
+                "LoRA is off: the server was started without adapter roots (--adapter-root)", field="adapter"
+            )
+        return registry
+
+    def _started(self) -> InputProcessor:
+        if self.error is not None:
+            raise errors.EngineDead(f"the engine has failed: {type(self.error).__name__}") from self.error
+        if self._inputs is None:
+            raise errors.Unavailable("the engine has not started")
+        return self._inputs
+
     # -- the engine thread ----------------------------------------------------------------------------------------
 
-    def _run(self, ready: asyncio.Future[LLMEngine]) -> None:
+    def _run(self, ready: asyncio.Future[LLMEngine], tokenizer: Any) -> None:
         assert self._loop is not None
         try:
-            engine = self._build()
+            engine = LLMEngine(self.config)
+            self._outputs = OutputProcessor(tokenizer, engine.finish)
         except BaseException as exc:  # noqa: BLE001 - reported to start(), which raises it on the loop
-            self._loop.call_soon_threadsafe(_set_exception, ready, exc)
+            self._loop.call_soon_threadsafe(_settle, ready, None, exc)
             return
-        self._loop.call_soon_threadsafe(_set_result, ready, engine)
+        self._loop.call_soon_threadsafe(_settle, ready, engine, None)
         try:
             while self._step(engine):
                 pass
@@ -170,26 +253,30 @@ class AsyncEngine:
                 return False
             incoming, self._incoming = self._incoming, []
             aborts, self._aborts = self._aborts, []
+        outputs = self._outputs
+        assert outputs is not None
         deliveries: list[tuple[_Request, TokenDelta | BaseException]] = []
         aborted = set(aborts)
         for state in incoming:
-            if state.request.request_id in aborted:  # cancelled before it ever reached the engine
-                deliveries.append((state, TokenDelta(finish=_cancelled(state))))
+            if state.prepared.request.request_id in aborted:  # cancelled before it ever reached the engine
+                state.prepared.release()
+                deliveries.append((state, outputs.cancelled(state.out)))
                 continue
             try:
-                engine.add_request(state.request, state.prompt_ids, state.grammar)
+                engine.add(state.prepared)
             except errors.GatewayError as exc:
                 deliveries.append((state, exc))
                 continue
-            if state.request.response.prompt_token_ids or state.request.response.echo:
-                deliveries.append((state, self._prompt_delta(state)))
+            response = state.prepared.request.response
+            if response.prompt_token_ids or response.echo:
+                deliveries.append((state, outputs.prompt_delta(state.out)))
         for rid in aborts:
             engine.abort(rid)
         for out in engine.step():
             owner = self._requests.get(out.request_id)
-            if owner is None or owner.done:
+            if owner is None or owner.out.done:
                 continue  # the consumer is gone, or a stop string already ended it
-            delta = self._delta(engine, owner, out)
+            delta = outputs.process(owner.out, out)
             if delta is not None:
                 deliveries.append((owner, delta))
         if deliveries:
@@ -197,83 +284,24 @@ class AsyncEngine:
             self._loop.call_soon_threadsafe(_deliver, deliveries)
         return True
 
-    def _delta(self, engine: LLMEngine, state: _Request, out: StepOutput) -> TokenDelta | BaseException | None:
-        if out.error is not None:
-            state.done = True
-            return out.error
-        request = state.request
-        ids = out.new_token_ids
-        usage = out.usage
-        # The token that ended the sequence (EOS / a stop token id) is text only with include_stop.
-        text_ids = ids
-        if out.matched_stop_token_id is not None and not request.stopping.include_stop and ids:
-            text_ids = ids[:-1]
-        if len(text_ids) > 1 and request.stopping.stop:
-            # Several tokens at once (accepted drafts): feed them one by one so that a stop string ends the output
-            # at the token that completed it; the engine computed the rest, the caller never sees them.
-            text = ""
-            for i in range(len(text_ids)):
-                text += state.stop.push(state.detok.push(text_ids[i : i + 1]))
-                if state.stop.matched is not None:
-                    dropped = len(ids) - (i + 1)
-                    ids = ids[: i + 1]
-                    usage = dataclasses.replace(usage, completion_tokens=usage.completion_tokens - dropped)
-                    break
-        else:
-            text = state.stop.push(state.detok.push(text_ids)) if text_ids else ""
-        reason = out.finish_reason
-        if reason is not None and state.stop.matched is None:
-            # Finished for another reason: release held bytes and text (the tail itself may complete a stop).
-            text += state.stop.push(state.detok.flush())
-            text += state.stop.flush()
-        matched = state.stop.matched
-        if matched is not None:
-            if reason is None:
-                engine.finish(request.request_id, FinishReason.STOP_STRING)  # applied before the next step runs
-            reason = FinishReason.STOP_STRING
-        logprobs = self._logprobs(out)[: len(ids)] if request.response.logprobs else ()
-        if reason is None:
-            return TokenDelta(text=text, token_ids=ids, logprobs=logprobs) if ids else None
-        state.done = True
-        finish = Finish(
-            reason=reason,
-            usage=usage,
-            matched_stop=matched or "",
-            matched_stop_token_id=out.matched_stop_token_id if reason is FinishReason.STOP_TOKEN else None,
-            queue_time_s=out.queue_time_s,
-        )
-        return TokenDelta(text=text, token_ids=ids, logprobs=logprobs, finish=finish)
-
-    def _logprobs(self, out: StepOutput) -> tuple[TokenLogprob, ...]:
-        decode = self._tokenizer.decode
-        return tuple(
-            TokenLogprob(
-                token_id=s.token_id,
-                token=decode([s.token_id], skip_special_tokens=False),
-                logprob=s.logprob if s.logprob is not None else 0.0,
-                top=tuple(TopLogprob(t, decode([t], skip_special_tokens=False), lp) for t, lp in s.top),
-            )
-            for s in out.logprobs
-        )
-
-    def _prompt_delta(self, state: _Request) -> TokenDelta:
-        r = state.request.response
-        ids = state.prompt_ids
-        return TokenDelta(
-            prompt=PromptInfo(
-                num_tokens=len(ids),
-                token_ids=tuple(ids) if r.prompt_token_ids else (),
-                text=self._tokenizer.decode(ids, skip_special_tokens=False) if r.echo else "",
-            )
-        )
-
     def _fail_all(self, error: BaseException) -> None:
         for state in list(self._requests.values()):
             state.queue.put_nowait(error)
 
 
-def _cancelled(state: _Request) -> Finish:
-    return Finish(FinishReason.CANCELLED, Usage(prompt_tokens=len(state.prompt_ids)))
+async def _off_loop(prepare: Any, request: GenerateRequest, ids: list[int]) -> EngineRequest:
+    """`prepare` in a worker thread. If the caller is cancelled meanwhile, the pin is released when it finishes."""
+    running = asyncio.ensure_future(asyncio.to_thread(prepare, request, ids))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        running.add_done_callback(_release_result)
+        raise
+
+
+def _release_result(done: asyncio.Future[EngineRequest]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        done.result().release()
 
 
 def _deliver(deliveries: list[tuple[_Request, Any]]) -> None:
@@ -281,11 +309,10 @@ def _deliver(deliveries: list[tuple[_Request, Any]]) -> None:
         state.queue.put_nowait(item)
 
 
-def _set_result(fut: asyncio.Future[LLMEngine], value: LLMEngine) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future[LLMEngine], exc: BaseException) -> None:
-    if not fut.done():
+def _settle(fut: asyncio.Future[LLMEngine], value: LLMEngine | None, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
         fut.set_exception(exc)
+    else:
+        fut.set_result(value)  # type: ignore[arg-type]

@@ -5,8 +5,11 @@ computes them and samples (`launch`, then `collect`), `scheduler.postprocess()` 
 conditions and frees finished sequences' blocks. Text (detokenisation, stop strings, chat templates) is layered on top by the caller, which ends a
 sequence early with `finish(request_id, FinishReason.STOP_STRING)`.
 
+Requests come in as `EngineRequest`s (`input_processor`: checked, grammar compiled, adapter pinned); `add_request`
+builds one on the spot for callers that use the engine directly.
+
 LoRA (`max_loras > 0`): adapters live in `self.lora` (a `LoraRegistry`, safe to call from other threads). A request
-naming one holds it (`LoraRef`) from `add_request` until it finishes; the scheduler gives it a slot while it runs.
+naming one holds it (`LoraRef`) from `add` until it finishes; the scheduler gives it a slot while it runs.
 
 Speculative decoding (`speculative_mode`): before scheduling, `SpeculationPlanner` gives decoding sequences draft
 tokens (n-gram) or a draft count (draft model, which drafts inside the step); the step verifies them and a sequence
@@ -33,21 +36,22 @@ from typing import Any
 
 import torch
 
-from trt_gateway import errors
+from trt_gateway import errors, validation
 from trt_gateway.engine.block_manager import BlockManager
 from trt_gateway.engine.config import EngineConfig, EngineConfigError
+from trt_gateway.engine.input_processor import EngineBounds, EngineRequest, prepare
 from trt_gateway.engine.kv_cache import num_kv_blocks
 from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype
 from trt_gateway.engine.lora.batched import LoraSlots
-from trt_gateway.engine.lora.registry import LoraRef, LoraRegistry
+from trt_gateway.engine.lora.registry import LoraRegistry
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.model_runner import Launched, ModelRunner
 from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
 from trt_gateway.engine.speculative.draft_model import DraftModel
 from trt_gateway.engine.speculative.planner import SpeculationPlanner
+from trt_gateway.engine.stats import EngineStats, LoraStats
 from trt_gateway.engine.structured_output import GrammarBackend
-from trt_gateway.engine.validation import validate_request
 from trt_gateway.types import FinishReason, GenerateRequest, Usage
 
 logger = logging.getLogger(__name__)
@@ -181,35 +185,52 @@ class LLMEngine:
     def num_unfinished(self) -> int:
         return len(self._seqs)
 
+    @property
+    def bounds(self) -> EngineBounds:
+        return EngineBounds(self.vocab_size, self.max_model_len, self.config.max_top_logprobs)
+
+    def stats(self) -> EngineStats:
+        """Counts for metrics, readable from any thread (each a single read; together they may be one step apart)."""
+        lora = None
+        if self.lora is not None:
+            running = {s.lora.name for s in list(self.scheduler.running) if s.lora is not None}
+            waiting = {s.lora.name for s in list(self.scheduler.waiting) if s.lora is not None}
+            lora = LoraStats(self.lora.max_loras, tuple(sorted(running)), tuple(sorted(waiting - running)))
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_total_blocks=self.block_manager.num_blocks,
+            num_free_blocks=self.block_manager.num_free_blocks,
+            block_size=self.config.block_size,
+            lora=lora,
+            speculation=self.speculation.stats.snapshot() if self.speculation is not None else None,
+        )
+
     # -- requests -----------------------------------------------------------------------------------------------
     def add_request(
         self, request: GenerateRequest, prompt_token_ids: SequenceOf[int], grammar: Any = None
     ) -> None:
-        """Queue a request. Raises errors.InvalidArgument naming the field when it cannot be served.
+        """Check, compile and pin here, then `add`: for callers driving the engine directly (tests, benchmarks).
 
-        grammar: the request's compiled guided-decoding constraint (`self.structured.compile`), compiled here when
-        not given; callers on an event loop compile it in a worker thread first.
+        Raises errors.InvalidArgument naming the field when the request cannot be served. grammar: the request's
+        compiled guided-decoding constraint, compiled here when not given.
         """
+        self.add(prepare(request, prompt_token_ids, self.bounds, self.structured, self.lora, grammar))
+
+    def add(self, prepared: EngineRequest) -> None:
+        """Queue a prepared request; the engine now owns its adapter reference (released when it retires)."""
+        request = prepared.request
         if request.request_id in self._seqs:
-            raise errors.InvalidArgument(f"request id {request.request_id!r} is already running", field="request_id")
-        validate_request(
-            request,
-            prompt_token_ids,
-            vocab_size=self.vocab_size,
-            max_model_len=self.max_model_len,
-            max_top_logprobs=self.config.max_top_logprobs,
-        )
-        if request.guided.kind is not None and grammar is None:
-            grammar = self.structured.compile(request.guided)
-        lora = self._acquire_adapter(request.adapter)
+            prepared.release()
+            raise validation.duplicate_request_id(request.request_id)
         seed = request.sampling.seed if request.sampling.seed is not None else self._rng.getrandbits(63)
         seq = Sequence(
-            request, list(prompt_token_ids), arrival_index=self._arrivals, eos_token_ids=self.eos_token_ids, seed=seed
+            request, prepared.prompt_ids, arrival_index=self._arrivals, eos_token_ids=self.eos_token_ids, seed=seed
         )
-        if lora is not None:
-            seq.lora, seq.cache_salt = lora, lora.cache_salt
-        if grammar is not None:
-            seq.grammar = self.structured.matcher(grammar)
+        if prepared.lora is not None:
+            seq.lora, seq.cache_salt = prepared.lora, prepared.lora.cache_salt
+        if prepared.grammar is not None:
+            seq.grammar = self.structured.matcher(prepared.grammar)
         self._arrivals += 1
         self._seqs[request.request_id] = seq
         self.scheduler.add(seq)
@@ -331,14 +352,6 @@ class LLMEngine:
             modules=slots.module_shapes,
             write_slot=slots.write,
         )
-
-    def _acquire_adapter(self, name: str | None) -> LoraRef | None:
-        """Hold the request's adapter (may read it from disk: callers on an event loop pre-acquire in a thread)."""
-        if name is None:
-            return None
-        if self.lora is None:
-            raise errors.NotFound(f"adapter {name!r} is not loaded: this engine has no LoRA slots", field="adapter")
-        return self.lora.acquire(name)
 
     def _output(self, seq: Sequence, num_new: int, error: errors.GatewayError | None = None) -> StepOutput:
         new_ids = tuple(seq.token_ids[seq.num_tokens - num_new :]) if num_new else ()

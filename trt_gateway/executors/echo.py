@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trt_gateway import __version__, errors
+from trt_gateway import __version__, errors, validation
 from trt_gateway.config import ConfigError, ExecutorConfig
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.stopping import StopStringMatcher
@@ -133,12 +133,10 @@ class EchoExecutor(Executor):
             raise errors.NotFound(f"adapter {request.adapter!r} is not loaded", field="adapter")
         prompt = self._prompt_ids(request)
         if len(prompt) >= self.max_context:
-            raise errors.InvalidArgument(
-                f"prompt is {len(prompt)} tokens, the context window is {self.max_context}", field="text"
-            )
+            raise validation.context_exceeded(request.prompt, len(prompt), self.max_context)
         rid = request.request_id
         if rid in self._running:
-            raise errors.AlreadyExists(f"request_id {rid!r} is already running", field="request_id")
+            raise validation.duplicate_request_id(rid)
         self._running.add(rid)
         if request.adapter:
             self._active_by_adapter[request.adapter] = self._active_by_adapter.get(request.adapter, 0) + 1

@@ -22,8 +22,9 @@ def messages(msgs: Sequence[pb.ChatMessage]) -> tuple[t.ChatMessage, ...]:
     return tuple(t.ChatMessage(role=m.role, content=m.content) for m in msgs)
 
 
-def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, limits: LimitsConfig) -> t.GenerateRequest:
-    """Convert a validated request. Unset optional fields take the documented defaults."""
+def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, default_max_tokens: int) -> t.GenerateRequest:
+    """Convert a request (checked afterwards, by `trt_gateway.validation`). Unset optional fields take the documented
+    defaults: nothing a client left unset can fail a check."""
     s, st, r, g, sp = msg.sampling, msg.stopping, msg.response, msg.guided, msg.speculative
     prompt = t.Prompt(
         text=msg.text or None,
@@ -46,7 +47,7 @@ def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, limit
             logit_bias=dict(s.logit_bias),
         ),
         stopping=t.StoppingCriteria(
-            max_tokens=st.max_tokens if st.HasField("max_tokens") else limits.default_max_tokens,
+            max_tokens=st.max_tokens if st.HasField("max_tokens") else default_max_tokens,
             min_tokens=st.min_tokens,
             stop=tuple(st.stop),
             stop_token_ids=tuple(st.stop_token_ids),

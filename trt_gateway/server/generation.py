@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
-from trt_gateway import errors
+from trt_gateway import errors, validation
 from trt_gateway.executors.base import Executor
 from trt_gateway.server.admission import Admission
 from trt_gateway.types import Finish, FinishReason, GenerateRequest, TokenDelta, Usage
@@ -42,7 +42,7 @@ class Registry:
 
     def add(self, request_id: str, n: int) -> Handle:
         if request_id in self._handles:
-            raise errors.AlreadyExists(f"request_id {request_id!r} is already running", field="request_id")
+            raise validation.duplicate_request_id(request_id)
         subs = (request_id,) if n == 1 else tuple(f"{request_id}/{i}" for i in range(n))
         handle = self._handles[request_id] = Handle(request_id, subs)
         return handle

@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from trt_gateway import adapter_paths, errors
+from trt_gateway import adapter_paths, errors, validation
+from trt_gateway import types as t
 from trt_gateway.config import GatewayConfig
 from trt_gateway.executors.base import Executor
 from trt_gateway.log import request_id_var
-from trt_gateway.server import boundary, coalesce, convert, generation, validation
+from trt_gateway.server import boundary, coalesce, convert, generation
 from trt_gateway.server.admission import Admission
 from trt_gateway.server.auth import Keys
 from trt_gateway.server.metrics import Metrics, ModelMetrics
@@ -58,10 +59,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             raise errors.Unavailable("the server is starting: models are loading")
         info = self._models.get(name or self._default)
         if info is None:
-            raise errors.NotFound(
-                validation.MESSAGES["unknown_model"].format(value=name, available=", ".join(self._models)),
-                field="model",
-            )
+            raise validation.unknown_model(name, list(self._models))
         return info
 
     # -- generation -----------------------------------------------------------------------------------------------
@@ -75,9 +73,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         else:
             rid = boundary.new_request_id()
         request_id_var.set(rid)
-        validation.generate(msg, info, self.limits)
+        request = convert.generate_request(msg, rid, info.name, validation.default_max_tokens(info, self.limits))
+        validation.check_request(request, info, self.limits, n=max(msg.n, 1))
         self.keys.authorize(context.invocation_metadata(), model=info.name, adapter=msg.adapter)
-        request = convert.generate_request(msg, rid, info.name, self.limits)
         if self.config.server.log_requests:  # opt-in only: prompts may hold user data
             log.info("prompt: %r", msg.text or list(msg.token_ids) or [(m.role, m.content) for m in msg.messages])
         # Sent while the executor starts, so its round trip (~0.1 ms on an idle loop, more under load) overlaps
@@ -220,13 +218,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     @boundary.unary("Tokenize")
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
         info = self._model(request.model)
-        validation.prompt_input(request.text, (), request.messages, self.limits, info.vocab_size)
+        prompt = t.Prompt(text=request.text or None, messages=convert.messages(request.messages) or None)
+        validation.prompt_input(prompt, self.limits, info.vocab_size)
         if not info.capabilities.tokenize:
             raise validation.unsupported("text", "tokenization", info)
         ids = await self.executor.tokenize(
             info.name,
-            text=request.text or None,
-            messages=convert.messages(request.messages) or None,
+            text=prompt.text,
+            messages=prompt.messages,
             add_special_tokens=request.add_special_tokens if request.HasField("add_special_tokens") else True,
         )
         return pb.TokenizeResponse(token_ids=ids, count=len(ids))
