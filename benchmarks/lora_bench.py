@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from trt_gateway.engine import EngineConfig, LLMEngine
-from trt_gateway.engine.lora.batched import target_linears
+from trt_gateway.engine.lora.slots import target_linears
 from trt_gateway.executors.native import DEMO_MODEL
 from trt_gateway.types import GenerateRequest, Prompt, SamplingParams, StoppingCriteria
 

@@ -35,7 +35,7 @@ from trt_gateway.engine.kernels.gemv import gemv  # noqa: E402
 from trt_gateway.engine.kernels.paged_decode import paged_decode_attention  # noqa: E402
 from trt_gateway.engine.kernels.paged_prefill import paged_prefill_attention  # noqa: E402
 from trt_gateway.engine.kernels.rmsnorm import add_rms_norm, rms_norm  # noqa: E402
-from trt_gateway.engine.kernels.rotary import KVWrite, apply_rotary_  # noqa: E402
+from trt_gateway.engine.kernels.rotary_store import KVWrite, apply_rotary_  # noqa: E402
 from trt_gateway.engine.layers import activation as torch_activation  # noqa: E402
 from trt_gateway.engine.layers.attention import (  # noqa: E402
     PrefillSpan,

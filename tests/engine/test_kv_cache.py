@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from engine_helpers import needs_cuda
 
-from trt_gateway.engine.config import EngineConfig
+from trt_gateway.engine.engine_config import EngineConfig
 from trt_gateway.engine.kv_cache import SURPLUS_FACTOR, bytes_per_block, num_kv_blocks
 from trt_gateway.engine.model_config import parse_model_config
 

@@ -7,7 +7,7 @@ import torch
 from engine_helpers import EOS, make_engine, make_request, prompts, run_until_done, tokens_of
 
 from trt_gateway import errors
-from trt_gateway.engine.config import EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfigError
 from trt_gateway.types import FinishReason
 
 

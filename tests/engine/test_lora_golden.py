@@ -30,7 +30,7 @@ from engine_helpers import (
     tokens_of,
 )
 
-from trt_gateway.engine.lora import batched
+from trt_gateway.engine.layers import lora as batched
 
 ADAPTERS = {
     "wide": dict(

@@ -14,7 +14,8 @@ from transformers.generation import (
     TopPLogitsWarper,
 )
 
-from trt_gateway.engine.sampler import (
+from trt_gateway.engine.sampling.batch import SamplingBatch, noise_key
+from trt_gateway.engine.sampling.sampler import (
     Sampler,
     apply_min_p,
     apply_presence_frequency,
@@ -25,7 +26,6 @@ from trt_gateway.engine.sampler import (
     gumbel_noise,
     sample,
 )
-from trt_gateway.engine.sampling_batch import SamplingBatch, noise_key
 from trt_gateway.engine.sequence import Sequence
 
 V = 50
@@ -163,7 +163,7 @@ def test_a_forbidden_token_is_never_drawn():
     """Regression: with 24-bit uniforms the largest value rounded to 1.0 in float32, its Gumbel noise was +inf and
     that token won the draw even at -inf (about once per 2,000 rows of an 8,192-token vocabulary). The uniforms
     must stay strictly inside (0, 1) so every noise value is finite."""
-    from trt_gateway.engine.sampler import uniform_noise
+    from trt_gateway.engine.sampling.sampler import uniform_noise
 
     vocab, rows = 8192, 4096
     keys = torch.tensor([noise_key(seed, 3) for seed in range(rows)], dtype=torch.int64)

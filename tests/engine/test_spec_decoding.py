@@ -285,7 +285,7 @@ def test_ngram_lookup_prefers_the_longest_most_recent_match():
 
 
 def test_bad_speculative_configs_name_the_field(llama: Checkpoint, small_vocab: tuple[Checkpoint, Checkpoint]):
-    from trt_gateway.engine.config import EngineConfig, EngineConfigError
+    from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 
     with pytest.raises(EngineConfigError, match="draft_model"):
         EngineConfig(model=str(llama.path), speculative_mode="draft")

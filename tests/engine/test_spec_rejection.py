@@ -10,8 +10,8 @@ import pytest
 import torch
 from spec_stats import chi_square_p_value
 
-from trt_gateway.engine.sampler import gumbel_noise
-from trt_gateway.engine.sampling_batch import noise_key
+from trt_gateway.engine.sampling.batch import noise_key
+from trt_gateway.engine.sampling.sampler import gumbel_noise
 from trt_gateway.engine.speculative.rejection import accept_key, draft_key, verify
 
 N = 40_000
@@ -126,7 +126,7 @@ def test_rows_ignore_drafts_past_their_own_count():
 
 def test_no_drafts_is_plain_sampling():
     """k = 0 (a sequence that did not speculate in a verifying step) draws exactly as the sampler would."""
-    from trt_gateway.engine.sampler import sample
+    from trt_gateway.engine.sampling.sampler import sample
 
     seeds = range(2000)
     x = torch.randn(len(seeds), 1, 50)

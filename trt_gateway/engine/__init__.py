@@ -3,7 +3,7 @@
 Entry point: `LLMEngine(EngineConfig(model=path))`, then `add_request` / `step` / `abort` / `finish`.
 """
 
-from trt_gateway.engine.config import EngineConfig, EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.llm_engine import LLMEngine, StepOutput
 from trt_gateway.engine.sequence import SampledToken
 

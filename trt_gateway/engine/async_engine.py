@@ -29,7 +29,7 @@ from typing import Any
 
 from trt_gateway import errors, validation
 from trt_gateway.engine import structured_output
-from trt_gateway.engine.config import EngineConfig, EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.input_processor import EngineRequest, InputProcessor
 from trt_gateway.engine.llm_engine import LLMEngine
 from trt_gateway.engine.output_processor import OutputProcessor, OutputState

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from trt_gateway.engine.layers.attention import AttentionMetadata, PrefillBatch, PrefillSpan
-from trt_gateway.engine.lora.batched import LoraBatch
+from trt_gateway.engine.layers.lora import LoraBatch
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from trt_gateway.engine.config import EngineConfig, EngineConfigError, MiB
+from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError, MiB
 from trt_gateway.engine.model_config import ModelConfig
 
 DEFAULT_CPU_KV_BYTES = 256 * MiB

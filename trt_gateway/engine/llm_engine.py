@@ -38,12 +38,12 @@ import torch
 
 from trt_gateway import errors, validation
 from trt_gateway.engine.block_manager import BlockManager
-from trt_gateway.engine.config import EngineConfig, EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.input_processor import EngineBounds, EngineRequest, prepare
 from trt_gateway.engine.kv_cache import num_kv_blocks
 from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype
-from trt_gateway.engine.lora.batched import LoraSlots
 from trt_gateway.engine.lora.registry import LoraRegistry
+from trt_gateway.engine.lora.slots import LoraSlots
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.model_runner import Launched, ModelRunner
 from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput

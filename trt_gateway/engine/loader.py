@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from trt_gateway.engine.config import EngineConfig, EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.models.llama import LlamaForCausalLM

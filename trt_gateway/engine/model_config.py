@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trt_gateway.engine.config import EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfigError
 
 # architecture name in config.json -> attention layout. One model file (models/llama.py) covers all three; they differ
 # only in which projections carry a bias.

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trt_gateway.engine.config import EngineConfig
 from trt_gateway.engine.cuda_graphs import DecodeGraphs
+from trt_gateway.engine.engine_config import EngineConfig
 from trt_gateway.engine.forward_batch import Chunk, ForwardBatch, layout
 from trt_gateway.engine.kv_cache import allocate_kv_cache
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.models.llama import LlamaForCausalLM
-from trt_gateway.engine.sampler import Sampler, SamplerOutput, compute_logprobs
-from trt_gateway.engine.sampling_batch import DraftRow, SamplingBatch, noise_key
+from trt_gateway.engine.sampling.batch import DraftRow, SamplingBatch, noise_key
+from trt_gateway.engine.sampling.sampler import Sampler, SamplerOutput, compute_logprobs
 from trt_gateway.engine.scheduler import ScheduledSeq, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
 from trt_gateway.engine.speculative.draft_model import DraftModel

@@ -48,7 +48,7 @@ class NativeExecutor(Executor):
         speculative: SpeculativeConfig | None = None,
     ) -> None:
         # Imported here so that `import trt_gateway.executors.native` (the registry, --help) does not load torch.
-        from trt_gateway.engine.config import EngineConfig, EngineConfigError
+        from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 
         self.model_path = Path(model)
         known = {f.name for f in dataclasses.fields(EngineConfig)} - {"model", *_LORA_OPTIONS, *_SPEC_OPTIONS}
@@ -88,7 +88,7 @@ class NativeExecutor(Executor):
 
     async def start(self) -> None:
         from trt_gateway.engine.async_engine import AsyncEngine
-        from trt_gateway.engine.config import EngineConfigError
+        from trt_gateway.engine.engine_config import EngineConfigError
 
         try:
             self.front = front = await AsyncEngine.start(self.engine_config)

@@ -1,1 +1,2 @@
-"""Building blocks of the decoder models: projections, norms, rotary embeddings and paged attention."""
+"""Building blocks of the decoder models: projections (with the batched LoRA term), norms, rotary embeddings and
+paged attention."""

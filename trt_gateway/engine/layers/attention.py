@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:  # the kernels import triton, which CPU installs may lack
-    from trt_gateway.engine.kernels.rotary import KVWrite
+    from trt_gateway.engine.kernels.rotary_store import KVWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class Attention(nn.Module):
 
     def kv_write(self, v: torch.Tensor, meta: AttentionMetadata) -> KVWrite:
         """For the rotary kernel: where to store the step's k (once rotated) and v, so it does the write itself."""
-        from trt_gateway.engine.kernels.rotary import KVWrite
+        from trt_gateway.engine.kernels.rotary_store import KVWrite
 
         if self.k_cache is None or self.v_cache is None:
             raise RuntimeError("Attention used before the model runner bound a KV cache")

@@ -2,7 +2,7 @@
 
 q/k/v/o and gate/up/down are all `Linear`, never `nn.Linear`. When the engine serves LoRA adapters, `LoraSlots`
 gives each target projection stacked slot weights (`lora_a`, `lora_b`) and every step passes a `LoraBatch` saying
-which slot each token uses; the layer then adds the batched LoRA term (`lora/batched.py`) to the shared base matmul.
+which slot each token uses; the layer then adds the batched LoRA term (`layers/lora.py`) to the shared base matmul.
 Parameter names (`weight`, `bias`) match `nn.Linear`, hence the HF checkpoint names load unchanged; the slot tensors
 are plain attributes, not part of the state dict.
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trt_gateway.engine.lora.batched import LoraBatch, lora_delta
+from trt_gateway.engine.layers.lora import LoraBatch, lora_delta
 
 _ONE_ROW_GEMV: ContextVar[bool] = ContextVar("one_row_gemv", default=False)
 

@@ -15,7 +15,7 @@ from torch import nn
 from trt_gateway.engine.model_config import RopeConfig
 
 if TYPE_CHECKING:  # the kernels import triton, which CPU installs may lack
-    from trt_gateway.engine.kernels.rotary import KVWrite
+    from trt_gateway.engine.kernels.rotary_store import KVWrite
 
 
 def inverse_frequencies(rope: RopeConfig, head_dim: int) -> torch.Tensor:
@@ -66,7 +66,7 @@ class RotaryEmbedding(nn.Module):
         use_kernels: rotate q and k in place in one Triton launch (CUDA), with the same roundings as below, and
         with `cache` also store the rotated k and the v into the paged KV cache in that launch."""
         if use_kernels:
-            from trt_gateway.engine.kernels.rotary import apply_rotary_
+            from trt_gateway.engine.kernels.rotary_store import apply_rotary_
 
             apply_rotary_(q, k, positions, self.cos, self.sin, cache)
             return q, k

@@ -21,9 +21,9 @@ from torch import nn
 from trt_gateway.engine.layers.activation import silu_and_mul
 from trt_gateway.engine.layers.attention import Attention, AttentionMetadata
 from trt_gateway.engine.layers.linear import FusedLinear, Linear
+from trt_gateway.engine.layers.lora import LoraBatch
 from trt_gateway.engine.layers.norm import RMSNorm
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
-from trt_gateway.engine.lora.batched import LoraBatch
 from trt_gateway.engine.model_config import ModelConfig
 
 

@@ -21,12 +21,12 @@ from collections.abc import Sequence
 
 import torch
 
-from trt_gateway.engine.config import EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfigError
 from trt_gateway.engine.forward_batch import Chunk, layout
 from trt_gateway.engine.kv_cache import allocate_kv_cache, bytes_per_block
 from trt_gateway.engine.loader import kernels_usable, load_model
 from trt_gateway.engine.model_config import ModelConfig
-from trt_gateway.engine.sampler import gumbel_noise
+from trt_gateway.engine.sampling.sampler import gumbel_noise
 from trt_gateway.engine.scheduler import ScheduledSeq
 from trt_gateway.engine.speculative.rejection import draft_key
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from trt_gateway.engine.sampler import gumbel_noise, uniform_noise
-from trt_gateway.engine.sampling_batch import noise_key
+from trt_gateway.engine.sampling.batch import noise_key
+from trt_gateway.engine.sampling.sampler import gumbel_noise, uniform_noise
 
 DRAFT_SALT = 0x6A09E667F3BCC908  # keys the draft model's draws
 ACCEPT_SALT = 0xBB67AE8584CAA73B  # keys the acceptance tests

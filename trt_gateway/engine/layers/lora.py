@@ -1,6 +1,9 @@
-"""Batched multi-LoRA in plain torch: one step's tokens, each with its own adapter (or none), one computation.
+"""Batched multi-LoRA maths in plain torch: one step's tokens, each with its own adapter (or none), one computation.
 
-Every LoRA-capable `Linear` holds stacked slot weights (`LoraSlots` allocates them):
+Beside `Linear`, which calls `lora_delta`; the slot storage (`lora/slots.py`) and the adapter files (`lora/`) sit
+above the layers and import them, never the other way round.
+
+Every LoRA-capable `Linear` holds stacked slot weights (`lora/slots.LoraSlots` allocates them):
     lora_a [S + 1, R, in]    lora_b [S + 1, out, R]      (R = max_lora_rank, S = max_loras)
 Slot 0 is all zeros and means "no adapter"; adapters live in slots 1..S, zero-padded to R and with their scaling
 already folded into B. A step gives every token a slot index (`LoraBatch.token_slots`), and the layer adds
@@ -20,15 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
-
-from trt_gateway.engine.lora.adapter import TARGET_MODULES, LoraWeights
-
-if TYPE_CHECKING:  # layers/linear.py imports this module for lora_delta
-    from trt_gateway.engine.layers.linear import Linear
 
 # Use bgmv while the per-row gather stays under this many elements (rows x rank x (in + out)); else sgmv.
 BGMV_MAX_ELEMENTS = 1 << 22
@@ -82,57 +78,6 @@ def sgmv(
         xs = x.index_select(0, rows)  # [n, in]
         out.index_add_(0, rows, (xs @ a[slot].T) @ b[slot].T)  # [n, r] -> [n, out]
     return out
-
-
-class LoraSlots:
-    """The stacked slot weights of every target `Linear` of a model, and the one way to write a slot.
-
-    Only the engine thread writes slots, and only a slot no running sequence uses (the registry guarantees it), so a
-    write never races a forward pass.
-    """
-
-    def __init__(self, model: nn.Module, num_slots: int, max_rank: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.num_slots = num_slots
-        self.max_rank = max_rank
-        self.layers: dict[str, Linear] = target_linears(model)
-        for layer in self.layers.values():
-            layer.lora_a = torch.zeros(num_slots + 1, max_rank, layer.in_features, dtype=dtype, device=device)
-            layer.lora_b = torch.zeros(num_slots + 1, layer.out_features, max_rank, dtype=dtype, device=device)
-
-    @property
-    def module_shapes(self) -> dict[str, tuple[int, int]]:
-        """Engine module name -> (in_features, out_features): what an adapter's tensors are checked against."""
-        return {name: (m.in_features, m.out_features) for name, m in self.layers.items()}
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for m in self.layers.values() for t in (m.lora_a, m.lora_b) if t is not None)
-
-    @torch.inference_mode()
-    def write(self, slot: int, weights: LoraWeights) -> None:
-        """Zero slot `slot` in every layer, then copy the adapter's modules into its first `rank` columns."""
-        if not 1 <= slot <= self.num_slots:
-            raise IndexError(f"slot {slot} is outside 1..{self.num_slots}")
-        r = weights.rank
-        for name, layer in self.layers.items():
-            a, b = layer.lora_a, layer.lora_b
-            assert a is not None and b is not None  # allocated in __init__
-            a[slot].zero_()
-            b[slot].zero_()
-            if name in weights.a:
-                a[slot, :r].copy_(weights.a[name])
-                b[slot, :, :r].copy_(weights.b[name])
-
-
-def target_linears(model: nn.Module) -> dict[str, Linear]:
-    """The model's q/k/v/o/gate/up/down projections by full module name (`model.layers.0.self_attn.q_proj`)."""
-    from trt_gateway.engine.layers.linear import Linear
-
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, Linear) and name.rsplit(".", 1)[-1] in TARGET_MODULES
-    }
 
 
 def _tensor(values: list[int], device: torch.device) -> torch.Tensor:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trt_gateway.engine.sampling_batch import SamplingBatch
+from trt_gateway.engine.sampling.batch import SamplingBatch
 from trt_gateway.engine.structured_output import apply_bitmask
 
 _MASK32 = 0xFFFFFFFF
