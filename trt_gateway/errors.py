@@ -10,6 +10,7 @@ NOT_SERVING and the process exits for its supervisor to restart it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 
@@ -97,34 +98,51 @@ class Internal(GatewayError):
     """A bug. Never raised on purpose for bad input."""
 
 
-# The one table. Order matters for subclasses: the first class an error is an instance of wins.
-_TABLE: Sequence[tuple[type[GatewayError], grpc.StatusCode]] = (
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (Cancelled, grpc.StatusCode.CANCELLED),
-    (Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (Internal, grpc.StatusCode.INTERNAL),
+@dataclass(frozen=True, slots=True)
+class Row:
+    """How one error class reads on each wire: its gRPC status, and for the OpenAI HTTP API its status and type."""
+
+    cls: type[GatewayError]
+    grpc_code: grpc.StatusCode
+    http_status: int
+    http_type: str
+
+
+# The one table. Order matters for subclasses: the first class an error is an instance of wins. HTTP statuses follow
+# what OpenAI clients retry on: 429 and 503 are retried by the official SDKs, 400-404 are not; 500 only for bugs.
+_TABLE: Sequence[Row] = (
+    Row(InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error"),
+    Row(NotFound, grpc.StatusCode.NOT_FOUND, 404, "not_found_error"),
+    Row(AlreadyExists, grpc.StatusCode.ALREADY_EXISTS, 409, "conflict_error"),
+    Row(FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION, 400, "invalid_request_error"),
+    Row(ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "rate_limit_error"),
+    Row(Unavailable, grpc.StatusCode.UNAVAILABLE, 503, "service_unavailable_error"),
+    Row(DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, 504, "timeout_error"),
+    Row(Cancelled, grpc.StatusCode.CANCELLED, 499, "cancelled_error"),
+    Row(Unimplemented, grpc.StatusCode.UNIMPLEMENTED, 400, "invalid_request_error"),
+    Row(Unauthenticated, grpc.StatusCode.UNAUTHENTICATED, 401, "authentication_error"),
+    Row(PermissionDenied, grpc.StatusCode.PERMISSION_DENIED, 403, "permission_error"),
+    Row(Internal, grpc.StatusCode.INTERNAL, 500, "server_error"),
 )
+_INTERNAL = _TABLE[-1]
+
+
+def row_for(error: BaseException) -> Row:
+    """The table row of an error; anything that is not a GatewayError is a bug (INTERNAL / 500)."""
+    for row in _TABLE:
+        if isinstance(error, row.cls):
+            return row
+    return _INTERNAL
 
 
 def code_for(error: GatewayError) -> grpc.StatusCode:
-    for cls, code in _TABLE:
-        if isinstance(error, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
+    return row_for(error).grpc_code
 
 
 def class_for(code: grpc.StatusCode) -> type[GatewayError]:
-    for cls, table_code in _TABLE:
-        if table_code == code:
-            return cls
+    for row in _TABLE:
+        if row.grpc_code == code:
+            return row.cls
     return Internal
 
 

@@ -131,7 +131,7 @@ class GatewayServer:
         )
 
     async def _set_health(self, status: int, models: list[str] | None = None) -> None:
-        for name in ("", SERVICE_NAME, *(model_health_name(m) for m in models or self.servicer._models)):
+        for name in ("", SERVICE_NAME, *(model_health_name(m) for m in models or self.servicer.gateway.models)):
             await self.health.set(name, status)
 
     async def _watch_executor(self) -> None:

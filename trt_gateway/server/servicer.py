@@ -10,15 +10,14 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from trt_gateway import adapter_paths, errors, validation
+from trt_gateway import adapter_paths, validation
 from trt_gateway import types as t
 from trt_gateway.config import GatewayConfig
 from trt_gateway.executors.base import Executor
 from trt_gateway.log import request_id_var
 from trt_gateway.server import boundary, coalesce, convert, generation
-from trt_gateway.server.admission import Admission
-from trt_gateway.server.auth import Keys
-from trt_gateway.server.metrics import Metrics, ModelMetrics
+from trt_gateway.server.gateway import Gateway
+from trt_gateway.server.metrics import Metrics
 from trt_gateway.server.watchdog import StallWatchdog
 from trt_gateway.types import Finish, FinishReason, ModelInfo, TokenDelta, Usage
 from trt_gateway.v1 import gateway_pb2 as pb
@@ -41,26 +40,19 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self.limits = config.limits
         self.executor = executor
         self.metrics = metrics
-        self.admission = Admission(config.admission, metrics)
-        self.registry = generation.Registry()
-        self.keys = Keys(config.server)
+        self.gateway = Gateway(config, executor, metrics)
+        self.admission = self.gateway.admission
+        self.registry = self.gateway.registry
+        self.keys = self.gateway.keys
         self._background: set[asyncio.Task[object]] = set()
-        self._models: dict[str, ModelInfo] = {}
-        self._default = ""
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
     def set_ready(self, models: Sequence[ModelInfo]) -> None:
-        self._models = {m.name: m for m in models}
-        self._default = models[0].name
+        self.gateway.set_ready(models)
 
     def _model(self, name: str) -> ModelInfo:
-        if not self._models:
-            raise errors.Unavailable("the server is starting: models are loading")
-        info = self._models.get(name or self._default)
-        if info is None:
-            raise validation.unknown_model(name, list(self._models))
-        return info
+        return self.gateway.model(name)
 
     # -- generation -----------------------------------------------------------------------------------------------
 
@@ -74,14 +66,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             rid = boundary.new_request_id()
         request_id_var.set(rid)
         request = convert.generate_request(msg, rid, info.name, validation.default_max_tokens(info, self.limits))
-        validation.check_request(request, info, self.limits, n=max(msg.n, 1))
-        self.keys.authorize(context.invocation_metadata(), model=info.name, adapter=msg.adapter)
+        self.gateway.check(request, info, max(msg.n, 1), context.invocation_metadata())
         if self.config.server.log_requests:  # opt-in only: prompts may hold user data
             log.info("prompt: %r", msg.text or list(msg.token_ids) or [(m.role, m.content) for m in msg.messages])
         # Sent while the executor starts, so its round trip (~0.1 ms on an idle loop, more under load) overlaps
         # admission and the first token. The caller awaits it before its first write and on every way out.
         metadata = asyncio.ensure_future(context.send_initial_metadata(((boundary.REQUEST_ID_KEY, rid),)))
-        deltas = generation.run(self.executor, self.admission, self.registry, request, max(msg.n, 1), progress)
+        deltas = self.gateway.start(request, max(msg.n, 1), progress)
         return info, rid, progress, deltas, metadata
 
     def _timings(self, progress: generation.Progress, finish: Finish | None) -> pb.Timings:
@@ -92,32 +83,15 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             queue_time_ms=queue_s * 1e3, time_to_first_token_ms=ttft * 1e3, total_time_ms=(now - progress.arrived) * 1e3
         )
 
-    @staticmethod
-    def _observe(
-        model: ModelMetrics, progress: generation.Progress, delta: TokenDelta, last: list[float], i: int, adapter: str
-    ) -> None:
-        k = len(delta.token_ids)
-        if k:
-            now = time.monotonic()
-            if last[i] == 0.0:
-                model.ttft_seconds.observe(now - progress.arrived)
-            else:
-                gap = (now - last[i]) / k
-                for _ in range(k):  # several tokens in one delta (speculation, coalescing) share the gap
-                    model.itl_seconds.observe(gap)
-            last[i] = now
-        if delta.finish is not None:
-            model.finished(delta.finish.usage, adapter)
-
     @boundary.stream("GenerateStream")
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         info, rid, progress, deltas, metadata = await self._start(request, context)
         n = max(request.n, 1)
-        tokens, last, finished, sent = [0] * n, [0.0] * n, set(), False
+        tokens, finished, sent = [0] * n, set(), False
         texts: list[list[str]] | None = [[] for _ in range(n)] if self.config.server.log_requests else None
-        model = self.metrics.model(info.name)
+        clock = self.gateway.clock(info, progress, n)
         stall_s = self.config.server.stall_timeout_s
         # A client that stops reading blocks our yield (gRPC flow control): the watchdog aborts such a request.
         watchdog = StallWatchdog(stall_s, lambda: self._stalled(rid, stall_s)) if stall_s else None
@@ -130,7 +104,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     if isinstance(delta, generation.Queued):
                         chunk = pb.GenerateStreamResponse(request_id=rid, queue_position=delta.position)
                     else:
-                        self._observe(model, progress, delta, last, index, request.adapter)
+                        clock.observe(index, delta, request.adapter)
                         tokens[index] += len(delta.token_ids)
                         chunk = convert.stream_chunk(rid, index, delta, request.adapter)
                         if delta.finish is not None:
@@ -165,7 +139,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     def _stalled(self, request_id: str, stall_s: float) -> None:
         log.warning("client read nothing for %.0fs: aborting request %s to free its KV cache", stall_s, request_id)
         self.metrics.rejected.labels("stalled").inc()
-        task = asyncio.ensure_future(generation.abort(self.executor, self.registry, request_id))
+        task = asyncio.ensure_future(self.gateway.abort(request_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -180,16 +154,15 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         info, rid, progress, deltas, metadata = await self._start(request, context)
         n = max(request.n, 1)
         per_output: list[list[TokenDelta]] = [[] for _ in range(n)]
-        last = [0.0] * n
         prompt = None
-        model = self.metrics.model(info.name)
+        clock = self.gateway.clock(info, progress, n)
         self.metrics.active_streams.inc()
         try:
             async with contextlib.aclosing(deltas):
                 async for index, delta in deltas:
                     if isinstance(delta, generation.Queued):
                         continue  # queue positions are for streams only
-                    self._observe(model, progress, delta, last, index, request.adapter)
+                    clock.observe(index, delta, request.adapter)
                     per_output[index].append(delta)
                     prompt = prompt or delta.prompt
             await metadata
@@ -211,7 +184,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         if not request.request_id:
             raise validation.fail("empty", "request_id")
         validation.request_id(request.request_id, self.limits)
-        return pb.AbortResponse(found=await generation.abort(self.executor, self.registry, request.request_id))
+        return pb.AbortResponse(found=await self.gateway.abort(request.request_id))
 
     # -- models and tokens ----------------------------------------------------------------------------------------
 
@@ -234,13 +207,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         self._model("")  # UNAVAILABLE while starting
         return pb.ListModelsResponse(
-            models=[convert.model_info(m, self.limits, default=m.name == self._default) for m in self._models.values()]
+            models=[
+                convert.model_info(m, self.limits, default=m.name == self.gateway.default)
+                for m in self.gateway.models.values()
+            ]
         )
 
     @boundary.unary("GetModelInfo")
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         info = self._model(request.model)
-        return convert.model_info(info, self.limits, default=info.name == self._default)
+        return convert.model_info(info, self.limits, default=info.name == self.gateway.default)
 
     # -- adapters -------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""The protocol-neutral gateway: served models, the request check, authorization, admission, fan-out and metrics.
+
+gRPC (`servicer.py`) and the OpenAI HTTP API (`trt_gateway/openai_api`) are two doors into this one object, so a
+request is checked, authorized, queued and counted the same way whichever door it came through. Each door converts
+its wire format into `types.GenerateRequest` before calling `start`, and its deltas back out afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+
+from trt_gateway import errors, validation
+from trt_gateway.config import GatewayConfig
+from trt_gateway.executors.base import Executor
+from trt_gateway.server import generation
+from trt_gateway.server.admission import Admission
+from trt_gateway.server.auth import Keys
+from trt_gateway.server.metrics import Metrics, ModelMetrics
+from trt_gateway.types import AdapterInfo, GenerateRequest, ModelInfo, TokenDelta
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+
+@dataclass
+class TokenClock:
+    """Per-output token timing of one call, feeding the TTFT and inter-token-latency histograms."""
+
+    model: ModelMetrics
+    progress: generation.Progress
+    last: list[float]
+
+    def observe(self, index: int, delta: TokenDelta, adapter: str) -> None:
+        k = len(delta.token_ids)
+        if k:
+            now = time.monotonic()
+            if self.last[index] == 0.0:
+                self.model.ttft_seconds.observe(now - self.progress.arrived)
+            else:
+                gap = (now - self.last[index]) / k
+                for _ in range(k):  # several tokens in one delta (speculation, coalescing) share the gap
+                    self.model.itl_seconds.observe(gap)
+            self.last[index] = now
+        if delta.finish is not None:
+            self.model.finished(delta.finish.usage, adapter)
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, executor: Executor, metrics: Metrics) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.executor = executor
+        self.metrics = metrics
+        self.admission = Admission(config.admission, metrics)
+        self.registry = generation.Registry()
+        self.keys = Keys(config.server)
+        self.models: dict[str, ModelInfo] = {}
+        self.default = ""
+        self.draining = False
+
+    # -- state ----------------------------------------------------------------------------------------------------
+
+    def set_ready(self, models: Sequence[ModelInfo]) -> None:
+        self.models = {m.name: m for m in models}
+        self.default = models[0].name
+
+    @property
+    def ready(self) -> bool:
+        """Serving: models loaded, not draining, executor alive."""
+        return bool(self.models) and not self.draining
+
+    def model(self, name: str) -> ModelInfo:
+        """The served model called `name` ("" = the default)."""
+        if not self.models:
+            raise errors.Unavailable("the server is starting: models are loading")
+        info = self.models.get(name or self.default)
+        if info is None:
+            raise validation.unknown_model(name, list(self.models))
+        return info
+
+    def adapters(self, info: ModelInfo) -> Sequence[AdapterInfo]:
+        return self.executor.list_adapters(info.name) if info.capabilities.lora else ()
+
+    # -- generation -----------------------------------------------------------------------------------------------
+
+    def check(self, request: GenerateRequest, info: ModelInfo, n: int, metadata: Metadata | None) -> None:
+        """The one request check, then the caller's key against the model and adapter."""
+        validation.check_request(request, info, self.limits, n=n)
+        self.keys.authorize(metadata, model=info.name, adapter=request.adapter or "")
+
+    def start(
+        self, request: GenerateRequest, n: int, progress: generation.Progress
+    ) -> AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None]:
+        """(output index, delta) until every output finished. Close it to abort what is still running."""
+        return generation.run(self.executor, self.admission, self.registry, request, n, progress)
+
+    def clock(self, info: ModelInfo, progress: generation.Progress, n: int) -> TokenClock:
+        return TokenClock(self.metrics.model(info.name), progress, [0.0] * n)
+
+    async def abort(self, request_id: str) -> bool:
+        return await generation.abort(self.executor, self.registry, request_id)
