@@ -105,7 +105,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     parsed = {k: json.loads(v) if v[:1].isdigit() or v in ("true", "false") else v for k, v in options.items()}
     config = from_mapping(
         {
-            "server": {"host": "127.0.0.1", "port": 0},
+            "server": {"host": "127.0.0.1", "port": 0, "http": False},
             "executor": {"name": args.executor, "model": args.model or "", "options": parsed},
             "admission": {"max_inflight": 1024, "max_queued": 4096},
         }

@@ -96,7 +96,7 @@ async def _serve_gateway(server_options: dict[str, Any]) -> None:
 
     config = from_mapping(
         {
-            "server": {"host": "127.0.0.1", "port": 0, **server_options},
+            "server": {"host": "127.0.0.1", "port": 0, "http": False, **server_options},
             "executor": {"name": "echo", "options": {"model_name": MODEL}},
             "admission": {"max_inflight": 4096, "max_queued": 4096},
         }

@@ -136,7 +136,7 @@ def gateway_config(args: argparse.Namespace, model: str) -> Any:
 
     max_tokens = max(args.output_len, args.itl_tokens)
     return from_mapping({
-        "server": {"host": "127.0.0.1", "port": args.port, "stall_timeout_s": 0},
+        "server": {"host": "127.0.0.1", "port": args.port, "stall_timeout_s": 0, "http": False},
         "executor": {"name": "vllm", "model": model, "served_name": MODEL_NAME, "options": engine_options(args)},
         "admission": {"max_inflight": max(args.concurrency, 1), "max_queued": max(args.requests, 1)},
         "limits": {"max_tokens": max_tokens, "default_max_tokens": max_tokens},

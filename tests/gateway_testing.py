@@ -21,7 +21,7 @@ async def running(engine: Executor | None = None, **config: Any) -> AsyncIterato
     `engine` is the executor object (default: echo built from the config); `config` holds config-file sections
     (`server=`, `executor=`, `admission=`, `limits=`), so a test can give both, e.g. adapter roots and a slow echo.
     """
-    server_cfg = {"host": "127.0.0.1", "port": 0, "grace_period_s": 5.0, **config.pop("server", {})}
+    server_cfg = {"host": "127.0.0.1", "port": 0, "grace_period_s": 5.0, "http": False, **config.pop("server", {})}
     executor_cfg = {"name": "echo", **config.pop("executor", {})}
     cfg = from_mapping({"server": server_cfg, "executor": executor_cfg, **config})
     server = GatewayServer(cfg, engine if engine is not None else EchoExecutor.from_config(cfg.executor))

@@ -157,7 +157,9 @@ class ScopedApiKey:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
-    metrics_port: int = 0  # 0 = no metrics endpoint
+    metrics_port: int = 0  # a separate Prometheus port; 0 = none (the HTTP port serves /metrics too)
+    http: bool = True  # the OpenAI-compatible HTTP API (docs/openai.md), on its own port
+    http_port: int = 8000  # 0 picks a free one
     grace_period_s: float = 30.0  # in-flight streams get this long to finish on SIGTERM
     api_keys: tuple[str, ...] = ()  # when set, calls must send "authorization: Bearer <key>"
     scoped_api_keys: tuple[ScopedApiKey, ...] = ()  # keys limited to some models / adapters
@@ -181,6 +183,8 @@ class ServerConfig:
             raise ConfigError(f"{where}.event_loop must be 'asyncio' or 'uvloop', got {self.event_loop!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"{where}.port must be in [0, 65535], got {self.port}")
+        if not 0 <= self.http_port <= 65535:
+            raise ConfigError(f"{where}.http_port must be in [0, 65535], got {self.http_port}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"{where}.metrics_port must be in [0, 65535], got {self.metrics_port}")
         if self.grace_period_s < 0:

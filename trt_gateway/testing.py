@@ -47,7 +47,7 @@ class LiveGateway:
         self.executor = executor
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-gateway", daemon=True)
-        server = {"host": "127.0.0.1", "port": 0, "grace_period_s": 0.5, **config.pop("server", {})}
+        server = {"host": "127.0.0.1", "port": 0, "grace_period_s": 0.5, "http": False, **config.pop("server", {})}
         self.server = GatewayServer(
             from_mapping({"server": server, "executor": {"name": executor.name}, **config}), executor
         )

@@ -31,7 +31,7 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 @contextmanager
 def serving(*args: str, startup_s: float = 60) -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), *args], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), "--no-http", *args], stderr=subprocess.PIPE, text=True)
     target = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_s
@@ -93,7 +93,7 @@ def test_default_serve_is_the_demo_model_and_streams_text() -> None:
     ],
 )
 def test_configuration_errors_exit_2_naming_the_key(args: list[str], needle: str) -> None:
-    out = cli("serve", "--port", "0", *args)
+    out = cli("serve", "--port", "0", "--http-port", "0", *args)
     assert out.returncode == 2
     assert needle in out.stderr
 
@@ -106,12 +106,12 @@ def test_config_file_unknown_key_is_named(tmp_path: Path) -> None:
 
 
 def test_checkpoints_the_engine_cannot_run_fail_at_start_up(tmp_path: Path) -> None:
-    missing = cli("serve", "--port", "0", "--model", str(tmp_path / "nothing"))
+    missing = cli("serve", "--port", "0", "--http-port", "0", "--model", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "has no tokenizer.json" in missing.stderr
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "tokenizer.json").write_text((Path(__file__).parents[2] / "trt_gateway/assets/demo/target/tokenizer.json").read_text())
     (gpt2 / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
-    unsupported = cli("serve", "--port", "0", "--model", str(gpt2))
+    unsupported = cli("serve", "--port", "0", "--http-port", "0", "--model", str(gpt2))
     assert unsupported.returncode == 2 and "GPT2LMHeadModel" in unsupported.stderr
     assert "Traceback" not in unsupported.stderr

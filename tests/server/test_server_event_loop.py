@@ -21,7 +21,7 @@ class DyingEcho(EchoExecutor):
 
 
 def config(**server: object):
-    return from_mapping({"server": {"host": "127.0.0.1", "port": 0, **server}, "executor": {"name": "echo"}})
+    return from_mapping({"server": {"host": "127.0.0.1", "port": 0, "http": False, **server}, "executor": {"name": "echo"}})
 
 
 def test_asyncio_is_the_default() -> None:

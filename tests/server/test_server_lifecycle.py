@@ -77,7 +77,7 @@ class SlowStart(EchoExecutor):
 
 async def test_while_starting_health_is_not_serving_and_rpcs_are_unavailable() -> None:
     engine = SlowStart()
-    cfg = from_mapping({"server": {"host": "127.0.0.1", "port": 0}, "executor": {"name": "echo"}})
+    cfg = from_mapping({"server": {"host": "127.0.0.1", "port": 0, "http": False}, "executor": {"name": "echo"}})
     server = GatewayServer(cfg, engine)
     starting = asyncio.ensure_future(server.start())
     try:
@@ -200,7 +200,7 @@ async def test_executor_death_goes_not_serving() -> None:
 
 
 def _config():
-    return from_mapping({"server": {"host": "127.0.0.1", "port": 0, "grace_period_s": 1.0}, "executor": {"name": "echo"}})
+    return from_mapping({"server": {"host": "127.0.0.1", "port": 0, "grace_period_s": 1.0, "http": False}, "executor": {"name": "echo"}})
 
 
 async def test_serve_returns_exit_code_3_when_the_engine_dies() -> None:

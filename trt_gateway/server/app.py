@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -76,6 +77,8 @@ class GatewayServer:
         self.engine_died = False
         self._server: grpc.aio.Server | None = None
         self._metrics_server: object | None = None
+        self.http: Any = None  # the OpenAI-compatible HTTP server (openai_api/server.py), when configured
+        self.http_port = 0
         self._monitor: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -96,6 +99,13 @@ class GatewayServer:
         await server.start()
         self._server = server
         self._start_metrics()
+        try:
+            await self._start_http()
+        except BaseException:
+            self._server = None
+            await server.stop(0)
+            self._stop_metrics()
+            raise
         log.info("listening on %s:%d (%s), loading executor %r", cfg.host, self.port,
                  "TLS" if cfg.tls.enabled else "plaintext", self.executor.name)
         try:
@@ -106,6 +116,7 @@ class GatewayServer:
             # Not serving and never will: release the port and the metrics endpoint before the error propagates.
             self._server = None
             await server.stop(0)
+            await self._stop_http()
             self._stop_metrics()
             await self.executor.shutdown()
             raise
@@ -120,6 +131,18 @@ class GatewayServer:
         for name, path in lora.adapters.items():
             adapter_paths.check_name(name, "executor.lora.adapters")
             await self.executor.load_adapter(model, name, adapter_paths.confine(path, lora.adapter_roots))
+
+    async def _start_http(self) -> None:
+        if not self.config.server.http:
+            return
+        from trt_gateway.openai_api.server import HttpServer  # starlette and uvicorn load only when it is on
+
+        self.http = HttpServer(self.servicer.gateway, self.config.server)
+        self.http_port = await self.http.start()
+
+    async def _stop_http(self, grace_s: float = 0.0) -> None:
+        if self.http is not None:
+            await self.http.stop(grace_s)
 
     def _start_metrics(self) -> None:
         if not self.config.server.metrics_port:
@@ -140,6 +163,7 @@ class GatewayServer:
             if self.executor.health() is Health.DEAD:
                 log.critical("executor %r died; going NOT_SERVING and shutting down", self.executor.name)
                 self.engine_died = True
+                self.servicer.gateway.draining = True  # HTTP /health: 503
                 await self._set_health(NOT_SERVING)
                 self._stopped.set()
                 return
@@ -151,9 +175,10 @@ class GatewayServer:
         server, self._server = self._server, None
         grace = self.config.server.grace_period_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()  # NOT_SERVING for every service, and it stays so
+        self.servicer.gateway.draining = True  # and 503 on HTTP /health
         self.servicer.admission.close()
         log.info("draining: up to %.1fs for %d in-flight request(s)", grace, len(self.servicer.registry))
-        await server.stop(grace)
+        await asyncio.gather(server.stop(grace), self._stop_http(grace))
         if self._monitor is not None:
             self._monitor.cancel()
         await self.executor.shutdown()
