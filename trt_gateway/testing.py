@@ -43,13 +43,14 @@ JSON_REPLY = {"name": "Ada", "age": 36}
 class LiveGateway:
     """A started GatewayServer on 127.0.0.1:<free port>, served by a loop in a daemon thread."""
 
-    def __init__(self, executor: Executor, **config: Any) -> None:
+    def __init__(self, executor: Executor, /, **config: Any) -> None:
         self.executor = executor
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-gateway", daemon=True)
         server = {"host": "127.0.0.1", "port": 0, "grace_period_s": 0.5, "http": False, **config.pop("server", {})}
         self.server = GatewayServer(
-            from_mapping({"server": server, "executor": {"name": executor.name}, **config}), executor
+            from_mapping({"server": server, "executor": {"name": executor.name, **config.pop("executor", {})}, **config}),
+            executor,
         )
 
     def __enter__(self) -> str:

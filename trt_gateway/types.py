@@ -222,3 +222,17 @@ class ModelInfo:
     eos_token_ids: tuple[int, ...]
     capabilities: Capabilities
     ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorLoad:
+    """What an executor reports about its load, for the metrics routers read (a snapshot at scrape time)."""
+
+    num_running: int = 0  # requests the executor is computing
+    num_waiting: int = 0  # requests the executor holds but has not scheduled yet
+    kv_cache_usage: float = 0.0  # fraction of KV-cache blocks in use, 0..1
+    block_size: int = 0  # tokens per KV block (0: unknown)
+    num_blocks: int = 0
+    max_loras: int = 0  # adapters that can run at once (0: LoRA off)
+    running_adapters: tuple[str, ...] = ()
+    waiting_adapters: tuple[str, ...] = ()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
+from trt_gateway.types import AdapterInfo, ChatMessage, ExecutorLoad, GenerateRequest, ModelInfo, TokenDelta
 
 
 class Health(enum.Enum):
@@ -84,6 +84,10 @@ class Executor(abc.ABC):
 
     def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
         return ()
+
+    def current_load(self) -> ExecutorLoad | None:
+        """Load figures for routers (`/metrics`); None when the executor cannot tell."""
+        return None
 
     def register_metrics(self, registry: Any) -> None:  # noqa: B027 - an optional hook: most executors have none
         """Add the executor's own Prometheus collectors to the server's registry (a CollectorRegistry)."""

@@ -25,6 +25,7 @@ from trt_gateway.types import (
     AdapterInfo,
     Capabilities,
     ChatMessage,
+    ExecutorLoad,
     Finish,
     FinishReason,
     GenerateRequest,
@@ -96,6 +97,10 @@ class EchoExecutor(Executor):
                 ready=self._health is Health.SERVING,
             ),
         )
+
+    def current_load(self) -> ExecutorLoad:
+        adapters = tuple(sorted(name for name, count in self._active_by_adapter.items() if count))
+        return ExecutorLoad(num_running=len(self._running), max_loras=self.max_loras, running_adapters=adapters)
 
     def health(self) -> Health:
         return self._health

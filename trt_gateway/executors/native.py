@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 from trt_gateway import __version__, errors
 from trt_gateway.config import ConfigError, ExecutorConfig, LoraConfig, SpeculativeConfig
 from trt_gateway.executors.base import Executor, Health
-from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
+from trt_gateway.types import (
+    AdapterInfo,
+    Capabilities,
+    ChatMessage,
+    ExecutorLoad,
+    GenerateRequest,
+    ModelInfo,
+    TokenDelta,
+)
 
 if TYPE_CHECKING:  # the engine imports torch: only when the executor starts
     from trt_gateway.engine.async_engine import AsyncEngine
@@ -127,6 +135,21 @@ class NativeExecutor(Executor):
             return stats.speculation if stats is not None else None
 
         registry.register(SpeculationCollector(self.served_name, self.engine_config.speculative_mode, speculation))
+
+    def current_load(self) -> ExecutorLoad | None:
+        s = self.front.stats() if self.front is not None else None
+        if s is None:
+            return None
+        return ExecutorLoad(
+            num_running=s.num_running,
+            num_waiting=s.num_waiting,
+            kv_cache_usage=s.kv_cache_usage,
+            block_size=s.block_size,
+            num_blocks=s.num_total_blocks,
+            max_loras=s.lora.max_loras if s.lora is not None else 0,
+            running_adapters=s.lora.running if s.lora is not None else (),
+            waiting_adapters=s.lora.waiting if s.lora is not None else (),
+        )
 
     def models(self) -> Sequence[ModelInfo]:
         if self._info is None:

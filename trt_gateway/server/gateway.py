@@ -17,7 +17,7 @@ from trt_gateway.executors.base import Executor
 from trt_gateway.server import generation
 from trt_gateway.server.admission import Admission
 from trt_gateway.server.auth import Keys
-from trt_gateway.server.metrics import Metrics, ModelMetrics
+from trt_gateway.server.metrics import Load, Metrics, ModelMetrics, RouterCollector
 from trt_gateway.types import AdapterInfo, GenerateRequest, ModelInfo, TokenDelta
 
 Metadata = Sequence[tuple[str, str | bytes]]
@@ -58,6 +58,7 @@ class Gateway:
         self.models: dict[str, ModelInfo] = {}
         self.default = ""
         self.draining = False
+        metrics.registry.register(RouterCollector(self.load))
 
     # -- state ----------------------------------------------------------------------------------------------------
 
@@ -78,6 +79,10 @@ class Gateway:
         if info is None:
             raise validation.unknown_model(name, list(self.models))
         return info
+
+    def load(self) -> Load:
+        executor = self.executor.current_load() if self.models else None
+        return Load(self.default, self.admission.queued, self.admission.inflight, executor)
 
     def adapters(self, info: ModelInfo) -> Sequence[AdapterInfo]:
         return self.executor.list_adapters(info.name) if info.capabilities.lora else ()

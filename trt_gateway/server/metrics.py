@@ -1,12 +1,21 @@
-"""Every Prometheus metric the gateway exports, in one place, on a registry owned by the server instance."""
+"""Every Prometheus metric the gateway exports, in one place, on a registry owned by the server instance.
+
+Besides the `trt_gateway_*` metrics, `RouterCollector` exports the gauges inference routers read to pick a replica
+(the Gateway API Inference Extension's model-server protocol, under the `vllm:` names its endpoint picker knows):
+waiting and running requests, KV-cache usage, the cache shape and the LoRA adapters in use.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from trt_gateway.types import Usage
+from trt_gateway.types import ExecutorLoad, Usage
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -92,3 +101,50 @@ class Metrics:
                 completion_tokens=self.completion_tokens.labels(model),
             )
         return found
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the router gauges are read from at scrape time."""
+
+    model: str  # the default served model ("" before the executor started)
+    queued: int  # requests waiting in the gateway's admission queue
+    inflight: int  # requests admitted to the executor
+    executor: ExecutorLoad | None
+
+
+class RouterCollector(Collector):
+    def __init__(self, load: Callable[[], Load]) -> None:
+        self._load = load
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        load = self._load()
+        if not load.model:
+            return
+        s = load.executor
+
+        def gauge(name: str, doc: str, value: float, extra: dict[str, str] | None = None) -> GaugeMetricFamily:
+            extra = extra or {}
+            family = GaugeMetricFamily(name, doc, labels=["model_name", *extra])
+            family.add_metric([load.model, *extra.values()], value)
+            return family
+
+        # Waiting counts the gateway's own queue too: a router must see load that has not reached the executor yet.
+        running = s.num_running if s is not None else load.inflight
+        waiting = load.queued + (s.num_waiting if s is not None else 0)
+        yield gauge("vllm:num_requests_running", "Requests the executor is computing.", running)
+        yield gauge("vllm:num_requests_waiting", "Requests waiting (admission queue and executor).", waiting)
+        if s is None:
+            return
+        if s.num_blocks:
+            usage = "KV-cache usage, 0..1."
+            yield gauge("vllm:kv_cache_usage_perc", usage, s.kv_cache_usage)
+            yield gauge("vllm:gpu_cache_usage_perc", usage + " (its name before vLLM 0.10)", s.kv_cache_usage)
+            yield gauge("vllm:cache_config_info", "KV-cache shape (value 1).", 1,
+                        {"block_size": str(s.block_size), "num_gpu_blocks": str(s.num_blocks)})
+        if s.max_loras:
+            yield gauge(
+                "vllm:lora_requests_info", "LoRA adapters in use (value: the time of the reading).", time.time(),
+                {"max_lora": str(s.max_loras), "running_lora_adapters": ",".join(s.running_adapters),
+                 "waiting_lora_adapters": ",".join(s.waiting_adapters)},
+            )
