@@ -33,6 +33,7 @@ from trt_gateway.openai_api import protocol
 from trt_gateway.openai_api.responses import DONE, Output, Shape, error_body, sse
 from trt_gateway.server import boundary, generation
 from trt_gateway.server.gateway import Gateway
+from trt_gateway.tracing import TRACEPARENT_KEY, Trace
 from trt_gateway.types import GenerateRequest, ModelInfo, Usage
 
 log = logging.getLogger("trt_gateway.openai")
@@ -102,6 +103,7 @@ class _Api:
 
     async def _generate(self, request: Request, *, chat: bool) -> Response:
         rid = request.headers.get(boundary.REQUEST_ID_KEY) or boundary.new_request_id()
+        trace = Trace(f"POST {request.url.path}", request.headers.get(TRACEPARENT_KEY), {"http.route": request.url.path})
         try:
             validation.request_id(rid, self.gateway.limits)
             request_id_var.set(rid)
@@ -114,7 +116,9 @@ class _Api:
             req = parsed.request if adapter is None else _with_adapter(parsed.request, adapter)
             self.gateway.check(req, info, parsed.n, _auth_metadata(request))
         except errors.GatewayError as exc:
-            self.gateway.metrics.requests.labels(_method(chat), errors.row_for(exc).grpc_code.name).inc()
+            code = errors.row_for(exc).grpc_code.name
+            self.gateway.metrics.requests.labels(_method(chat), code).inc()
+            trace.end(code)
             return error_response(exc, rid)
         shape = Shape(chat, rid, str(body.get("model") or info.name), req.response.logprobs)
         progress = generation.Progress()
@@ -122,13 +126,17 @@ class _Api:
         clock = self.gateway.clock(info, progress, parsed.n)
         headers = {"x-request-id": rid}
         if parsed.stream:
-            events = self._stream(shape, deltas, clock, req, parsed, chat)
+            events = self._stream(shape, deltas, clock, req, parsed, chat, trace)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        code = "OK"
         try:
             outputs, prompt_text = await _until_disconnected(request, self._collect(deltas, clock, req, parsed.n))
         except errors.GatewayError as exc:
+            code = errors.row_for(exc).grpc_code.name
             return error_response(exc, rid)
-        self.gateway.metrics.requests.labels(_method(chat), "OK").inc()
+        finally:
+            self.gateway.metrics.requests.labels(_method(chat), code).inc()
+            trace.end(code)
         echo = prompt_text if req.response.echo else ""
         return JSONResponse(shape.whole(outputs, echo), headers=headers)
 
@@ -146,7 +154,7 @@ class _Api:
         return outputs, prompt_text
 
     async def _stream(
-        self, shape: Shape, deltas: Any, clock: Any, req: Any, parsed: protocol.Parsed, chat: bool
+        self, shape: Shape, deltas: Any, clock: Any, req: Any, parsed: protocol.Parsed, chat: bool, trace: Trace
     ) -> AsyncIterator[bytes]:
         finished: dict[int, Usage] = {}
         opened: set[int] = set()
@@ -177,8 +185,12 @@ class _Api:
             log.exception("stream failed")
             code = "INTERNAL"
             yield sse(error_body(exc)[1])
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away: closing `deltas` aborted it
+            code = "CANCELLED"
+            raise
         finally:
             self.gateway.metrics.requests.labels(_method(chat), code).inc()
+            trace.end(code)
         yield DONE
 
     # -- helpers --------------------------------------------------------------------------------------------------

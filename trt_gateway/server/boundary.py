@@ -1,4 +1,5 @@
-"""The RPC boundary: the one place where exceptions become gRPC statuses, ids enter the logs, and RPCs are counted.
+"""The RPC boundary: the one place where exceptions become gRPC statuses, ids (request, W3C trace) enter the logs,
+and RPCs are counted and traced.
 
 Every servicer method is wrapped by `unary` or `stream`. A `GatewayError` becomes its status from the error table,
 with the field / retry-after hint in trailing metadata; a client cancel or deadline is counted and re-raised;
@@ -23,6 +24,7 @@ from trt_gateway import errors
 from trt_gateway.log import request_id_var
 from trt_gateway.server.decoding import Undecodable
 from trt_gateway.server.metrics import Metrics
+from trt_gateway.tracing import Trace, metadata_traceparent
 
 log = logging.getLogger("trt_gateway.server")
 
@@ -46,6 +48,8 @@ async def guard(metrics: Metrics, method: str, context: grpc.aio.ServicerContext
     # Each RPC runs in its own task, with its own copy of the context: the id set here never leaks to other RPCs,
     # and it is not reset on the way out (a stream closed by the asyncgen finalizer runs in yet another context).
     request_id_var.set(metadata_request_id(context) or "-")
+    trace = Trace(f"trt_gateway.v1.Gateway/{method}", metadata_traceparent(context.invocation_metadata()),
+                  {"rpc.system": "grpc", "rpc.method": method})
     start = time.monotonic()
     code = grpc.StatusCode.OK
     try:
@@ -68,6 +72,7 @@ async def guard(metrics: Metrics, method: str, context: grpc.aio.ServicerContext
         log.exception("%s failed with a bug", method)
         await context.abort(code, f"internal error (request id {request_id_var.get()})")
     finally:
+        trace.end(code.name)
         metrics.requests.labels(method, code.name).inc()
         metrics.request_seconds.labels(method).observe(time.monotonic() - start)
 
