@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,12 +22,17 @@ KEY = "sk-test"
 
 
 @pytest.fixture(scope="module")
-def echo_url() -> Iterator[str]:
+def echo_gateway() -> Iterator[LiveGateway]:
     gateway = LiveGateway(
         EchoExecutor({"script": "Hello world"}), server={"http": True, "http_port": 0, "api_keys": [KEY]}
     )
     with gateway:
-        yield f"http://127.0.0.1:{gateway.server.http_port}"
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def echo_url(echo_gateway: LiveGateway) -> str:
+    return f"http://127.0.0.1:{echo_gateway.server.http_port}"
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +179,11 @@ def test_real_model_through_the_sdk() -> None:
         )
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in again if chunk.choices)
     assert r.choices[0].message.content and streamed == r.choices[0].message.content  # greedy: same text
+
+
+
+def test_http_socket_is_tcp_so_responses_are_not_delayed(echo_gateway: LiveGateway) -> None:
+    """asyncio sets TCP_NODELAY only on sockets created with proto=IPPROTO_TCP; without it each response waits out
+    the client's delayed ACK (measured: 44 ms instead of 1.5 ms per request on loopback)."""
+    listening = echo_gateway.server.http._socket
+    assert listening is not None and listening.proto == socket.IPPROTO_TCP

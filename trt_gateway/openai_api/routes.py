@@ -31,7 +31,7 @@ from trt_gateway import __version__, errors, validation
 from trt_gateway.log import request_id_var
 from trt_gateway.openai_api import protocol
 from trt_gateway.openai_api.responses import DONE, Output, Shape, error_body, sse
-from trt_gateway.server import boundary, generation
+from trt_gateway.server import boundary, coalesce, generation
 from trt_gateway.server.gateway import Gateway
 from trt_gateway.tracing import TRACEPARENT_KEY, Trace
 from trt_gateway.types import GenerateRequest, ModelInfo, Usage
@@ -160,9 +160,12 @@ class _Api:
         opened: set[int] = set()
         prefix: dict[int, str] = {}
         code = "OK"
+        # Deltas that queue up while this response is being written leave as one event (server/coalesce.py), as
+        # on gRPC: a busy server then writes fewer, larger events instead of falling further behind.
+        items = coalesce.coalesce(deltas, self.gateway.config.server.stream_coalesce_tokens)
         try:
-            async with contextlib.aclosing(deltas):
-                async for index, delta in deltas:
+            async with contextlib.aclosing(items):
+                async for index, delta in items:
                     if isinstance(delta, generation.Queued):
                         continue
                     clock.observe(index, delta, req.adapter or "")
