@@ -12,7 +12,7 @@ from trtllm_helpers import executor_config, started, write_adapter
 from trt_gateway.config import ConfigError
 from trt_gateway.executors import registry
 from trt_gateway.executors.trtllm import TrtllmExecutor
-from trt_gateway.executors.trtllm_options import TrtllmOptions
+from trt_gateway.executors.trtllm.options import TrtllmOptions
 
 
 def build(model: str, **kwargs: Any) -> TrtllmExecutor:

@@ -10,7 +10,7 @@ import pytest
 from trtllm_helpers import collect, req, started, write_model
 
 from trt_gateway import errors
-from trt_gateway.executors.trtllm_params import FIELD_MAP, UNMAPPABLE
+from trt_gateway.executors.trtllm.params import FIELD_MAP, UNMAPPABLE
 from trt_gateway.types import GuidedDecoding, ResponseOptions, SamplingParams, SpeculativeOptions
 
 EAGLE = {"decoding_type": "Eagle3", "max_draft_len": 4}

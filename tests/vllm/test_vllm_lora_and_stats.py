@@ -130,7 +130,7 @@ def test_prompt_tokens_from_older_vllm_stats() -> None:
     """Before 0.26's IterationStats.prompt_token_stats, num_prompt_tokens was a plain field of prefilled tokens."""
     from types import SimpleNamespace
 
-    from trt_gateway.executors.vllm_stats import EngineStats
+    from trt_gateway.executors.vllm.stats import EngineStats
 
     stats = EngineStats()
     stats.record(None, SimpleNamespace(num_prompt_tokens=7, num_generation_tokens=2, num_preempted_reqs=0))

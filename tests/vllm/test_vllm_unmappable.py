@@ -16,7 +16,7 @@ from vllm_helpers import collect, executor_config, req, started, write_model
 
 from trt_gateway import errors
 from trt_gateway.executors.vllm import VllmExecutor
-from trt_gateway.executors.vllm_params import CONDITIONAL, FIELD_MAP
+from trt_gateway.executors.vllm.params import CONDITIONAL, FIELD_MAP
 from trt_gateway.types import GuidedDecoding, SamplingParams, SpeculativeOptions
 
 GUIDED = [

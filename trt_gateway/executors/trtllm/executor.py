@@ -31,11 +31,11 @@ from trt_gateway import adapter_paths, errors
 from trt_gateway.config import ConfigError, ExecutorConfig
 from trt_gateway.executors.adapter_registry import AdapterRegistry, read_adapter_config
 from trt_gateway.executors.base import Executor, Health
-from trt_gateway.executors.trtllm_config import TrtApi, llm_kwargs, load_api
-from trt_gateway.executors.trtllm_options import TrtllmOptions, check_model_path, trtllm_modules
-from trt_gateway.executors.trtllm_params import ParamSupport, sampling_kwargs
-from trt_gateway.executors.trtllm_stats import StatsPoller
-from trt_gateway.executors.trtllm_stream import abort_result, deltas
+from trt_gateway.executors.trtllm.api import TrtApi, llm_kwargs, load_api
+from trt_gateway.executors.trtllm.options import TrtllmOptions, check_model_path, trtllm_modules
+from trt_gateway.executors.trtllm.params import ParamSupport, sampling_kwargs
+from trt_gateway.executors.trtllm.stats import StatsPoller
+from trt_gateway.executors.trtllm.stream import abort_result, deltas
 from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
 
 log = logging.getLogger(__name__)

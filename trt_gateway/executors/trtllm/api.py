@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from trt_gateway.config import ConfigError, ExecutorConfig
-from trt_gateway.executors.trtllm_options import DEFAULT, SPEC_KINDS, WHERE, SpeculativeSpec, TrtllmOptions
+from trt_gateway.executors.trtllm.options import DEFAULT, SPEC_KINDS, WHERE, SpeculativeSpec, TrtllmOptions
 
 log = logging.getLogger(__name__)
 

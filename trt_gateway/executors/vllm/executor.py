@@ -36,12 +36,12 @@ from prometheus_client import CollectorRegistry
 from trt_gateway import errors
 from trt_gateway.config import ConfigError, ExecutorConfig
 from trt_gateway.executors.base import Executor, Health
-from trt_gateway.executors.vllm_config import VllmApi, engine_kwargs, load_api
-from trt_gateway.executors.vllm_lora import VllmAdapters
-from trt_gateway.executors.vllm_options import VllmOptions, check_model_path
-from trt_gateway.executors.vllm_params import ParamSupport, sampling_kwargs
-from trt_gateway.executors.vllm_stats import EngineStats
-from trt_gateway.executors.vllm_stream import ErrorKinds, RequestState, deltas
+from trt_gateway.executors.vllm.api import VllmApi, engine_kwargs, load_api
+from trt_gateway.executors.vllm.lora import VllmAdapters
+from trt_gateway.executors.vllm.options import VllmOptions, check_model_path
+from trt_gateway.executors.vllm.params import ParamSupport, sampling_kwargs
+from trt_gateway.executors.vllm.stats import EngineStats
+from trt_gateway.executors.vllm.stream import ErrorKinds, RequestState, deltas
 from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, Prompt, TokenDelta
 
 log = logging.getLogger(__name__)

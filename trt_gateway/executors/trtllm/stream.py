@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.executors.trtllm_params import finish_reason, logprobs, spec_counts
+from trt_gateway.executors.trtllm.params import finish_reason, logprobs, spec_counts
 from trt_gateway.stopping import StopStringMatcher
 from trt_gateway.types import Finish, FinishReason, GenerateRequest, PromptInfo, TokenDelta, Usage
 

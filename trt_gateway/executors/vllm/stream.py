@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.executors.vllm_params import finish_reason, logprobs
+from trt_gateway.executors.vllm.params import finish_reason, logprobs
 from trt_gateway.types import Finish, FinishReason, GenerateRequest, PromptInfo, TokenDelta, Usage
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trt_gateway.config import ConfigError, ExecutorConfig
-from trt_gateway.executors.vllm_options import AUTO, WHERE, SpeculativeSpec, VllmOptions
+from trt_gateway.executors.vllm.options import AUTO, WHERE, SpeculativeSpec, VllmOptions
 
 INSTALL_HINT = (
     "the vllm executor needs vLLM with its v1 engine (vllm.v1.engine.async_llm), which cannot be imported here "
