@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -27,12 +26,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from trt_gateway import adapter_paths, errors
+from trt_gateway import adapter_paths, errors, validation
 from trt_gateway.config import ConfigError, ExecutorConfig
 from trt_gateway.executors.adapter_registry import AdapterRegistry, read_adapter_config
 from trt_gateway.executors.base import Executor, Health
+from trt_gateway.executors.hf_checkpoint import ChatTokenizer, check_model_path, eos_token_ids, read_json
 from trt_gateway.executors.trtllm.api import TrtApi, llm_kwargs, load_api
-from trt_gateway.executors.trtllm.options import TrtllmOptions, check_model_path, trtllm_modules
+from trt_gateway.executors.trtllm.options import TrtllmOptions, trtllm_modules
 from trt_gateway.executors.trtllm.params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.trtllm.stats import StatsPoller
 from trt_gateway.executors.trtllm.stream import abort_result, deltas
@@ -48,7 +48,7 @@ class TrtllmExecutor(Executor):
         # Everything checkable without a GPU is checked here, so a bad config fails before any model loads.
         self.config = config
         self.options = TrtllmOptions.parse(config.options)
-        check_model_path(config.model, "executor.model")
+        check_model_path(config.model, "executor.model", "TensorRT-LLM")
         self.spec = self.options.speculative_spec(config.speculative)
         self.served_name = config.served_name or Path(config.model.rstrip("/")).name
         self.api: TrtApi = load_api(self.options.backend)
@@ -110,18 +110,17 @@ class TrtllmExecutor(Executor):
         self._health = Health.SERVING
 
     def _model_info(self) -> ModelInfo:
-        hf = _read_json(Path(self.config.model) / "config.json")
+        hf = read_json(Path(self.config.model) / "config.json")
         pretrained = hf.get("pretrained_config", hf)  # TensorRT engine dirs nest the model config
         build = hf.get("build_config", {})
-        gen = _read_json(Path(self.config.model) / "generation_config.json")
+        gen = read_json(Path(self.config.model) / "generation_config.json")
         tok = self.llm.tokenizer
         max_len = (self.options.max_seq_len or getattr(getattr(self.llm, "args", None), "max_seq_len", None)
                    or build.get("max_seq_len") or pretrained.get("max_position_embeddings") or 4096)
         vocab = pretrained.get("vocab_size") or getattr(tok, "vocab_size", None)
         if not isinstance(vocab, int):
             raise ConfigError(f"executor.model: cannot tell the vocabulary size of {self.config.model}")
-        eos = gen.get("eos_token_id", pretrained.get("eos_token_id", getattr(tok, "eos_token_id", None)))
-        eos_ids = tuple(eos) if isinstance(eos, list) else (eos,) if isinstance(eos, int) else ()
+        eos_ids = eos_token_ids(gen, pretrained, tok)
         api, opts, lora = self.api, self.options, self.config.lora
         logprobs_on = opts.backend == "pytorch" or opts.gather_generation_logits
         caps = Capabilities(
@@ -133,7 +132,7 @@ class TrtllmExecutor(Executor):
             guided=("json_schema", "regex", "grammar", "choice") if opts.guided_decoding_backend and api.guided_cls else (),
             logprobs=logprobs_on,
             max_top_logprobs=opts.max_top_logprobs if logprobs_on else 0,
-            chat_template=tok is not None and bool(_chat_template(tok)),
+            chat_template=tok is not None and ChatTokenizer(tok).has_template,
             tokenize=tok is not None,
             logit_bias=False,
             min_p="min_p" in api.sampling_fields,
@@ -171,16 +170,8 @@ class TrtllmExecutor(Executor):
             raise errors.Unavailable("the trtllm executor has not started")
         return self.llm
 
-    def _encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        return list(self.llm.tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    def _render(self, messages: Sequence[ChatMessage]) -> list[int]:
-        conversation = [{"role": m.role, "content": m.content} for m in messages]
-        text = _hf(self.llm.tokenizer, "apply_chat_template")(conversation, tokenize=False, add_generation_prompt=True)
-        return self._encode(text, False)  # the template writes BOS itself where the model wants one
-
     def _decode(self, token_ids: list[int]) -> str:
-        return str(self.llm.tokenizer.decode(token_ids)) if self.llm.tokenizer is not None else ""
+        return ChatTokenizer(self.llm.tokenizer).decode(token_ids) if self.llm.tokenizer is not None else ""
 
     async def tokenize(
         self, model: str, *, text: str | None = None, messages: Sequence[ChatMessage] | None = None,
@@ -189,7 +180,8 @@ class TrtllmExecutor(Executor):
         self._check_model(model)
         if self._ready_llm().tokenizer is None:
             raise errors.Unimplemented("the model was loaded without a tokenizer", field="text")
-        return self._render(messages) if messages else self._encode(text or "", add_special_tokens)
+        tok = ChatTokenizer(self.llm.tokenizer)
+        return tok.render(messages) if messages else tok.encode(text or "", add_special_tokens)
 
     def _submit(self, request: GenerateRequest, lora_request: Any) -> Any:
         llm, api = self._ready_llm(), self.api
@@ -198,7 +190,11 @@ class TrtllmExecutor(Executor):
         if "guided_decoding" in kw:
             kw["guided_decoding"] = api.guided_cls(**kw["guided_decoding"])  # type: ignore[misc]
         p = request.prompt
-        inputs: Any = list(p.token_ids) if p.token_ids is not None else self._render(p.messages) if p.messages else p.text
+        inputs: Any = p.text
+        if p.token_ids is not None:
+            inputs = list(p.token_ids)
+        elif p.messages:
+            inputs = ChatTokenizer(llm.tokenizer).render(p.messages)
         extra: dict[str, Any] = {}
         if request.priority and "priority" in api.generate_params:  # newest API: a float in [0, 1], default 0.5
             extra["priority"] = min(max(0.5 + request.priority / 2000, 0.0), 1.0)
@@ -219,7 +215,7 @@ class TrtllmExecutor(Executor):
         self._check_model(request.model)
         rid = request.request_id
         if rid in self._requests:
-            raise errors.AlreadyExists(f"request_id {rid!r} is already running", field="request_id")
+            raise validation.duplicate_request_id(rid)
         adapter = None
         if request.adapter:
             if self.adapters is None:
@@ -278,20 +274,3 @@ class TrtllmExecutor(Executor):
     def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
         return self._registry(model).infos()
 
-
-def _hf(tokenizer: Any, attr: str) -> Any:
-    """An attribute of TensorRT-LLM's tokenizer wrapper, or of the HF tokenizer it wraps (`.tokenizer`)."""
-    found = getattr(tokenizer, attr, None)
-    return found if found is not None else getattr(getattr(tokenizer, "tokenizer", None), attr, None)
-
-
-def _chat_template(tokenizer: Any) -> Any:
-    return _hf(tokenizer, "apply_chat_template") and _hf(tokenizer, "chat_template")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

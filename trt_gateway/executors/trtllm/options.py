@@ -10,16 +10,15 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from trt_gateway.config import ConfigError, SpeculativeConfig
+from trt_gateway.executors.hf_checkpoint import check_model_path
 
 WHERE = "executor.options"
 BACKENDS = ("pytorch", "tensorrt")
 GUIDED_BACKENDS = ("xgrammar", "llguidance")
 DEFAULT = "default"  # cuda_graph_config left to TensorRT-LLM (on, for the PyTorch backend)
-HF_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # TensorRT-LLM module names a LoRA may target, and the HF module names they map to by default [LORA-H].
 LORA_MODULES = {
@@ -198,21 +197,8 @@ class TrtllmOptions:
             if key.startswith(("max_", "num_")) and isinstance(value, int) and value <= 0:
                 raise ConfigError(f"{where}.{key} must be > 0, got {value}")
         if "speculative_model_dir" in params:
-            check_model_path(str(params["speculative_model_dir"]), f"{where}.speculative_model_dir")
+            check_model_path(str(params["speculative_model_dir"]), f"{where}.speculative_model_dir", "TensorRT-LLM")
         return SpeculativeSpec(kind, params)
-
-
-def check_model_path(path: str, where: str) -> None:
-    """A local checkpoint directory, or an HF repo id that TensorRT-LLM will download ("org/name")."""
-    if not path:
-        raise ConfigError(f"{where} is required: a checkpoint or engine directory")
-    p = Path(path)
-    if p.exists():
-        if not p.is_dir():
-            raise ConfigError(f"{where}: {path} is not a directory")
-        return
-    if p.is_absolute() or path.startswith(".") or not HF_REPO_RE.fullmatch(path):
-        raise ConfigError(f"{where}: no such directory: {path}")
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

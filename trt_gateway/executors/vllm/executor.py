@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -33,12 +32,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from trt_gateway import errors
+from trt_gateway import errors, validation
 from trt_gateway.config import ConfigError, ExecutorConfig
 from trt_gateway.executors.base import Executor, Health
+from trt_gateway.executors.hf_checkpoint import ChatTokenizer, check_model_path, eos_token_ids, read_json
 from trt_gateway.executors.vllm.api import VllmApi, engine_kwargs, load_api
 from trt_gateway.executors.vllm.lora import VllmAdapters
-from trt_gateway.executors.vllm.options import VllmOptions, check_model_path
+from trt_gateway.executors.vllm.options import VllmOptions
 from trt_gateway.executors.vllm.params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.vllm.stats import EngineStats
 from trt_gateway.executors.vllm.stream import ErrorKinds, RequestState, deltas
@@ -55,7 +55,7 @@ class VllmExecutor(Executor):
         # Everything checkable without a GPU is checked here, so a bad config fails before any model loads.
         self.config = config
         self.options = VllmOptions.parse(config.options)
-        check_model_path(config.model, "executor.model")
+        check_model_path(config.model, "executor.model", "vLLM")
         self.spec = self.options.speculative_spec(config.speculative)
         self.served_name = config.served_name or Path(config.model.rstrip("/")).name
         self.api: VllmApi = load_api()
@@ -105,14 +105,13 @@ class VllmExecutor(Executor):
         self._health = Health.SERVING
 
     def _model_info(self, model_config: Any) -> ModelInfo:
-        hf = _read_json(Path(self.config.model) / "config.json")
-        gen = _read_json(Path(self.config.model) / "generation_config.json")
+        hf = read_json(Path(self.config.model) / "config.json")
+        gen = read_json(Path(self.config.model) / "generation_config.json")
         tok, opts, lora, api = self.tokenizer, self.options, self.config.lora, self.api
         vocab = model_config.get_vocab_size() if hasattr(model_config, "get_vocab_size") else hf.get("vocab_size")
         if not isinstance(vocab, int):
             raise ConfigError(f"executor.model: cannot tell the vocabulary size of {self.config.model}")
-        eos = gen.get("eos_token_id", hf.get("eos_token_id", getattr(tok, "eos_token_id", None)))
-        eos_ids = tuple(eos) if isinstance(eos, list) else (eos,) if isinstance(eos, int) else ()
+        eos_ids = eos_token_ids(gen, hf, tok)
         guided_field = api.guided_field if opts.guided_decoding_backend is not None and api.guided_cls else None
         caps = Capabilities(
             lora=self.adapters is not None,
@@ -123,7 +122,7 @@ class VllmExecutor(Executor):
             guided=GUIDED_KINDS if guided_field and tok is not None else (),
             logprobs=True,
             max_top_logprobs=opts.max_top_logprobs,
-            chat_template=tok is not None and bool(getattr(tok, "chat_template", None)),
+            chat_template=tok is not None and ChatTokenizer(tok).has_template,
             tokenize=tok is not None,
             # vLLM refuses min_p and logit_bias on an engine with a speculative_config (_validate_spec_decode)
             logit_bias="logit_bias" in api.sampling_fields and self.spec is None,
@@ -168,12 +167,10 @@ class VllmExecutor(Executor):
         return self.engine
 
     def _decode(self, token_ids: list[int]) -> str:
-        return str(self.tokenizer.decode(token_ids)) if self.tokenizer is not None else ""
+        return ChatTokenizer(self.tokenizer).decode(token_ids) if self.tokenizer is not None else ""
 
     def _render(self, messages: Sequence[ChatMessage]) -> list[int]:
-        conversation = [{"role": m.role, "content": m.content} for m in messages]
-        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-        return list(self.tokenizer.encode(text, add_special_tokens=False))  # the template writes BOS itself
+        return ChatTokenizer(self.tokenizer).render(messages)
 
     def _prompt(self, p: Prompt) -> Any:
         if p.token_ids is not None:
@@ -194,7 +191,7 @@ class VllmExecutor(Executor):
             raise errors.Unimplemented("the engine runs with skip_tokenizer_init: it has no tokenizer", field="text")
         if messages:
             return self._render(messages)
-        return list(self.tokenizer.encode(text or "", add_special_tokens=add_special_tokens))
+        return ChatTokenizer(self.tokenizer).encode(text or "", add_special_tokens)
 
     def _sampling_params(self, request: GenerateRequest) -> Any:
         assert self._support is not None  # set by start() before the server routes any request here
@@ -211,7 +208,7 @@ class VllmExecutor(Executor):
         self._check_model(request.model)
         engine, rid = self._ready_engine(), request.request_id
         if rid in self._requests:
-            raise errors.AlreadyExists(f"request_id {rid!r} is already running", field="request_id")
+            raise validation.duplicate_request_id(rid)
         adapter = None
         if request.adapter:
             if self.adapters is None:
@@ -289,12 +286,4 @@ async def _aclose(stream: Any) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 

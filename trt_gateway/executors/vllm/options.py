@@ -8,19 +8,17 @@ schema is documented in docs/vllm.md.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from trt_gateway.config import ConfigError, SpeculativeConfig
+from trt_gateway.executors.hf_checkpoint import check_model_path
 
 WHERE = "executor.options"
 AUTO = "auto"  # guided_decoding_backend: vLLM's own choice (the argument is not passed)
 SCHEDULING_POLICIES = ("fcfs", "priority")
 MULTIPROC_METHODS = ("spawn", "fork")
-HF_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # vLLM `speculative_config["method"]` -> Capabilities.speculative. Methods that read a separate checkpoint (`model`)
 # are in MODEL_METHODS; the MTP family speculates with the target model's own layers.
@@ -155,21 +153,8 @@ def _spec(raw: Mapping[str, Any], where: str) -> SpeculativeSpec:
         model = params.get("model")
         if not isinstance(model, str) or not model:
             raise ConfigError(f"{where}.model is required for method {method!r}: the draft / EAGLE checkpoint")
-        check_model_path(model, f"{where}.model")
+        check_model_path(model, f"{where}.model", "vLLM")
     return SpeculativeSpec(method, params, where)
-
-
-def check_model_path(path: str, where: str) -> None:
-    """A local checkpoint directory, or an HF repo id that vLLM downloads itself ("org/name")."""
-    if not path:
-        raise ConfigError(f"{where} is required: a checkpoint directory or an HF repo id")
-    p = Path(path)
-    if p.exists():
-        if not p.is_dir():
-            raise ConfigError(f"{where}: {path} is not a directory")
-        return
-    if p.is_absolute() or path.startswith(".") or not HF_REPO_RE.fullmatch(path):
-        raise ConfigError(f"{where}: no such directory: {path}")
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
