@@ -31,6 +31,7 @@ class Executor(abc.ABC):
 
     name: str = "abstract"
     served_name: str = ""  # the one model name clients use, for executors that serve one model
+    _info: ModelInfo | None = None  # that model, once started
 
     def _check_model(self, model: str) -> None:
         """For one-model executors: any other model name is NOT_FOUND."""
@@ -41,9 +42,11 @@ class Executor(abc.ABC):
     async def start(self) -> None:
         """Load models; called once on the server's event loop before it accepts requests."""
 
-    @abc.abstractmethod
     def models(self) -> Sequence[ModelInfo]:
-        """The models this executor serves, the first being the default."""
+        """The models this executor serves, the first being the default. One-model executors set `_info` at start."""
+        if self._info is None:
+            raise errors.Unavailable(f"the {self.name} executor has not started")
+        return (self._info,)
 
     @abc.abstractmethod
     def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:

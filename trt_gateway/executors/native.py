@@ -151,11 +151,6 @@ class NativeExecutor(Executor):
             waiting_adapters=s.lora.waiting if s.lora is not None else (),
         )
 
-    def models(self) -> Sequence[ModelInfo]:
-        if self._info is None:
-            raise errors.Unavailable("the native executor has not started")
-        return (self._info,)
-
     def health(self) -> Health:
         if self.front is not None and self.front.dead:
             return Health.DEAD

@@ -141,11 +141,6 @@ class TrtllmExecutor(Executor):
                                 caps.num_draft_tokens)
         return ModelInfo(self.served_name, self.name, f"tensorrt_llm {api.version}", int(max_len), vocab, eos_ids, caps)
 
-    def models(self) -> Sequence[ModelInfo]:
-        if self._info is None:
-            raise errors.Unavailable("the trtllm executor has not started")
-        return (self._info,)
-
     def health(self) -> Health:
         if self._health is Health.SERVING:
             executor = getattr(self.llm, "_executor", None)  # what generate_async itself checks (reference §10)

@@ -139,11 +139,6 @@ class VllmExecutor(Executor):
         max_len = int(model_config.max_model_len)
         return ModelInfo(self.served_name, self.name, f"vllm {api.version}", max_len, vocab, eos_ids, caps)
 
-    def models(self) -> Sequence[ModelInfo]:
-        if self._info is None:
-            raise errors.Unavailable("the vllm executor has not started")
-        return (self._info,)
-
     def health(self) -> Health:
         if self._health is Health.SERVING and getattr(self.engine, "errored", False):
             self._health = Health.DEAD  # the engine core process died (AsyncLLM.errored)
