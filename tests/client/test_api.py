@@ -21,6 +21,9 @@ from trt_gateway.client._convert import GENERATE_KEYWORDS, GenerateParams, gener
 def test_all_is_pinned():
     assert trt_gateway.__all__ == ["AsyncGatewayClient", "GatewayClient", "__version__", "errors"]
     assert trt_gateway.client.__all__ == [
+        "CALL_FIELDS",
+        "CONNECTION_FIELDS",
+        "REQUEST_FIELDS",
         "AdapterInfo",
         "AsyncGatewayClient",
         "AsyncStream",
@@ -29,17 +32,20 @@ def test_all_is_pinned():
         "Completion",
         "GatewayClient",
         "GenerateParams",
+        "LazyClients",
         "ModelInfo",
         "ModelLimits",
         "Output",
         "PromptInfo",
         "Residency",
+        "SharedClients",
         "Stream",
         "StreamChunk",
         "Timings",
         "TokenLogprob",
         "TopLogprob",
         "Usage",
+        "connection_options",
     ]
     for module in (trt_gateway, trt_gateway.client):
         assert all(hasattr(module, name) for name in module.__all__)

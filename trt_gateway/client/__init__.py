@@ -15,12 +15,23 @@ from __future__ import annotations
 from trt_gateway.client._base import ClientOptions
 from trt_gateway.client._convert import GenerateParams
 from trt_gateway.client.async_client import AsyncGatewayClient
+from trt_gateway.client.lazy import (
+    CALL_FIELDS,
+    CONNECTION_FIELDS,
+    REQUEST_FIELDS,
+    LazyClients,
+    SharedClients,
+    connection_options,
+)
 from trt_gateway.client.streaming import AsyncStream, Stream
 from trt_gateway.client.sync_client import GatewayClient
 from trt_gateway.client.types import Completion, ModelInfo, ModelLimits, Output, StreamChunk, Timings
 from trt_gateway.types import AdapterInfo, Capabilities, PromptInfo, Residency, TokenLogprob, TopLogprob, Usage
 
 __all__ = [
+    "CALL_FIELDS",
+    "CONNECTION_FIELDS",
+    "REQUEST_FIELDS",
     "AdapterInfo",
     "AsyncGatewayClient",
     "AsyncStream",
@@ -29,15 +40,18 @@ __all__ = [
     "Completion",
     "GatewayClient",
     "GenerateParams",
+    "LazyClients",
     "ModelInfo",
     "ModelLimits",
     "Output",
     "PromptInfo",
     "Residency",
+    "SharedClients",
     "Stream",
     "StreamChunk",
     "Timings",
     "TokenLogprob",
     "TopLogprob",
     "Usage",
+    "connection_options",
 ]

@@ -7,25 +7,31 @@ long before it is called (and LangChain's unit tests forbid sockets).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.language_models import LangSmithParams
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 from trt_gateway import errors
-from trt_gateway.client import AsyncGatewayClient, GatewayClient, ModelInfo, StreamChunk, Timings, Usage
-from trt_gateway.client._convert import GENERATE_KEYWORDS
+from trt_gateway.client import (
+    CALL_FIELDS,
+    AsyncGatewayClient,
+    GatewayClient,
+    LazyClients,
+    ModelInfo,
+    SharedClients,
+    StreamChunk,
+    Timings,
+    Usage,
+)
 
 PROVIDER = "trt_gateway"
 DEFAULT_TARGET = "localhost:50051"
 
-# Request fields a call, `.bind(...)` or `model_kwargs` may set. The prompt is ours to set, and one call asks for
-# one output (`n`); `echo` / `prompt_token_ids` would change what a chunk's text means.
-REQUEST_KEYS = frozenset(GENERATE_KEYWORDS - {"text", "messages", "token_ids", "n", "echo", "prompt_token_ids"})
+REQUEST_KEYS = CALL_FIELDS  # request fields a call, `.bind(...)` or `model_kwargs` may set
 _CALL_OPTIONS = frozenset({"timeout"})  # per-call options that are not request fields
 _IGNORED = frozenset({"stream"})  # LangChain's own streaming switch; it reaches `_generate` as a kwarg
 GUIDED_KEYS = frozenset({"json_schema", "regex", "grammar", "choice"})  # guided decoding: structured output
@@ -93,10 +99,8 @@ class GatewayFields(BaseModel):
     server_name_override: str | None = None
     """TLS host name to check instead of the target's (IP targets, tests)."""
 
-    _client: GatewayClient | None = PrivateAttr(default=None)
-    _aclient: AsyncGatewayClient | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _infos: dict[str, ModelInfo] = PrivateAttr(default_factory=dict)
+    _clients: LazyClients | None = PrivateAttr(default=None)
+    clients: ClassVar[SharedClients] = SharedClients()  # LazyClients for this target, built on first use
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -113,33 +117,15 @@ class GatewayFields(BaseModel):
 
     # -- clients --------------------------------------------------------------------------------------------------
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "api_key": self.api_key.get_secret_value() if self.api_key else None,
-            "tls": self.tls,
-            "root_certificates": self.root_certificates,
-            "client_certificate": self.client_certificate,
-            "client_key": self.client_key.get_secret_value() if self.client_key else None,
-            "server_name_override": self.server_name_override,
-        }
-
     @property
     def client(self) -> GatewayClient:
-        """The blocking gateway client, built on first use and shared by every call (and by `.bind` copies)."""
-        with self._lock:
-            if self._client is None:
-                self._client = GatewayClient(self.target, **self._client_kwargs())
-            return self._client
+        """The blocking gateway client."""
+        return self.clients.sync
 
     @property
     def async_client(self) -> AsyncGatewayClient:
         """The asyncio gateway client; it opens one channel per event loop, on first use in that loop."""
-        with self._lock:
-            if self._aclient is None:
-                self._aclient = AsyncGatewayClient(self.target, **self._client_kwargs())
-            return self._aclient
+        return self.clients.aio
 
     # -- one call -------------------------------------------------------------------------------------------------
 
@@ -170,23 +156,14 @@ class GatewayFields(BaseModel):
             params["temperature"] = 0.0
         return ResolvedCall({k: v for k, v in params.items() if v is not None}, kwargs.get("timeout"))
 
-    def _cached_info(self, model: str) -> ModelInfo | None:
-        with self._lock:
-            return self._infos.get(model)
-
-    def _remember(self, model: str, info: ModelInfo) -> ModelInfo:
-        with self._lock:
-            self._infos[model] = info
-        return info
-
     def model_info(self, model: str | None = None) -> ModelInfo:
         """The server's description of `model` (default: this object's), cached: context window, capabilities."""
         key = self.model if model is None else model
-        return self._cached_info(key) or self._remember(key, self.client.model_info(key))
+        return self.clients.model_info(key)
 
     async def amodel_info(self, model: str | None = None) -> ModelInfo:
         key = self.model if model is None else model
-        return self._cached_info(key) or self._remember(key, await self.async_client.model_info(key))
+        return await self.clients.amodel_info(key)
 
     def _needs_info(self, call: ResolvedCall) -> bool:
         # The server's answer is needed for the served name when no model was named, and for the capability check

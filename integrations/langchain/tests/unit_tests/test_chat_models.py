@@ -61,7 +61,7 @@ def test_api_key_is_secret_and_client_is_lazy(monkeypatch: pytest.MonkeyPatch) -
     llm = ChatTrtGateway(target="h:1")
     assert llm.api_key is not None and llm.api_key.get_secret_value() == "from-env"
     assert "from-env" not in repr(llm) and "from-env" not in str(llm.model_dump())
-    assert llm._client is None and llm._aclient is None
+    assert llm._clients is None  # nothing built, nothing connected, until the first call
 
 
 def test_client_options_come_from_the_fields() -> None:

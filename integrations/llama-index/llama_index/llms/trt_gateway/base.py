@@ -10,12 +10,11 @@ so instrumentation sees one event per call.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -36,12 +35,20 @@ from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.types import Model
 
 from trt_gateway import errors
-from trt_gateway.client import AsyncGatewayClient, Completion, GatewayClient, ModelInfo, StreamChunk
-from trt_gateway.client._convert import GENERATE_KEYWORDS
+from trt_gateway.client import (
+    CALL_FIELDS,
+    AsyncGatewayClient,
+    Completion,
+    GatewayClient,
+    LazyClients,
+    ModelInfo,
+    SharedClients,
+    StreamChunk,
+)
 
 DEFAULT_TARGET = "localhost:50051"
 # Request fields a call or `additional_kwargs` may set; the prompt and the number of outputs are ours.
-REQUEST_KEYS = frozenset(GENERATE_KEYWORDS - {"text", "messages", "token_ids", "n", "echo", "prompt_token_ids"})
+REQUEST_KEYS = CALL_FIELDS
 GUIDED_KEYS = frozenset({"json_schema", "regex", "grammar", "choice"})
 # The finish reason of the last guided call in this context: a structured prediction whose output does not parse
 # says "cut off at max_tokens" when that is why.
@@ -106,10 +113,8 @@ class TrtGateway(LLM):
     client_key: SecretStr | None = Field(default=None, description="mTLS private key: PEM path or text.")
     server_name_override: str | None = Field(default=None, description="TLS host name to check instead.")
 
-    _client: GatewayClient | None = PrivateAttr(default=None)
-    _aclient: AsyncGatewayClient | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _infos: dict[str, ModelInfo] = PrivateAttr(default_factory=dict)
+    _clients: LazyClients | None = PrivateAttr(default=None)
+    clients: ClassVar[SharedClients] = SharedClients()  # LazyClients for this target, built on first use
 
     @field_validator("additional_kwargs")
     @classmethod
@@ -125,54 +130,22 @@ class TrtGateway(LLM):
 
     # -- clients and model info -------------------------------------------------------------------------------------
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {
-            "timeout": self.timeout,
-            "max_retries": self.max_retries,
-            "api_key": self.api_key.get_secret_value() if self.api_key else None,
-            "tls": self.tls,
-            "root_certificates": self.root_certificates,
-            "client_certificate": self.client_certificate,
-            "client_key": self.client_key.get_secret_value() if self.client_key else None,
-            "server_name_override": self.server_name_override,
-        }
-
     @property
     def client(self) -> GatewayClient:
-        """The blocking gateway client, built on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = GatewayClient(self.target, **self._client_kwargs())
-            return self._client
+        """The blocking gateway client."""
+        return self.clients.sync
 
     @property
     def async_client(self) -> AsyncGatewayClient:
         """The asyncio gateway client; it opens a channel per event loop, on first use in that loop."""
-        with self._lock:
-            if self._aclient is None:
-                self._aclient = AsyncGatewayClient(self.target, **self._client_kwargs())
-            return self._aclient
+        return self.clients.aio
 
     def model_info(self, model: str | None = None) -> ModelInfo:
         """The server's model info (cached per model name)."""
-        key = self.model if model is None else model
-        with self._lock:
-            info = self._infos.get(key)
-        if info is None:
-            info = self.client.model_info(key)
-            with self._lock:
-                self._infos[key] = info
-        return info
+        return self.clients.model_info(self.model if model is None else model)
 
     async def amodel_info(self, model: str | None = None) -> ModelInfo:
-        key = self.model if model is None else model
-        with self._lock:
-            info = self._infos.get(key)
-        if info is None:
-            info = await self.async_client.model_info(key)
-            with self._lock:
-                self._infos[key] = info
-        return info
+        return await self.clients.amodel_info(self.model if model is None else model)
 
     @property
     def metadata(self) -> LLMMetadata:
