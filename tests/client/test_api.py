@@ -45,6 +45,7 @@ def test_all_is_pinned():
         "TokenLogprob",
         "TopLogprob",
         "Usage",
+        "check_call_fields",
         "connection_options",
     ]
     for module in (trt_gateway, trt_gateway.client):

@@ -21,6 +21,7 @@ from trt_gateway.client.lazy import (
     REQUEST_FIELDS,
     LazyClients,
     SharedClients,
+    check_call_fields,
     connection_options,
 )
 from trt_gateway.client.streaming import AsyncStream, Stream
@@ -53,5 +54,6 @@ __all__ = [
     "TokenLogprob",
     "TopLogprob",
     "Usage",
+    "check_call_fields",
     "connection_options",
 ]

@@ -25,6 +25,13 @@ CONNECTION_FIELDS = ("timeout", "max_retries", "api_key", "tls", "root_certifica
                      "client_key", "server_name_override")
 
 
+def check_call_fields(fields: Any, where: str) -> None:
+    """Refuse keys that are not CALL_FIELDS, naming them (for a framework's `model_kwargs`-style dict field)."""
+    unknown = sorted(set(fields) - CALL_FIELDS)
+    if unknown:
+        raise ValueError(f"{where}: unknown request field(s) {unknown}; known: {sorted(CALL_FIELDS)}")
+
+
 def connection_options(source: Any) -> dict[str, Any]:
     """The CONNECTION_FIELDS of `source` (a framework model object), secrets unwrapped (pydantic SecretStr)."""
     options = {}

@@ -26,6 +26,7 @@ from trt_gateway.client import (
     StreamChunk,
     Timings,
     Usage,
+    check_call_fields,
 )
 
 PROVIDER = "trt_gateway"
@@ -110,9 +111,7 @@ class GatewayFields(BaseModel):
     @field_validator("model_kwargs")
     @classmethod
     def _known_request_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(value) - REQUEST_KEYS)
-        if unknown:
-            raise ValueError(f"model_kwargs: unknown request field(s) {unknown}; known: {sorted(REQUEST_KEYS)}")
+        check_call_fields(value, "model_kwargs")
         return value
 
     # -- clients --------------------------------------------------------------------------------------------------

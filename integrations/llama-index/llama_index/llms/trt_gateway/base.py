@@ -44,6 +44,7 @@ from trt_gateway.client import (
     ModelInfo,
     SharedClients,
     StreamChunk,
+    check_call_fields,
 )
 
 DEFAULT_TARGET = "localhost:50051"
@@ -119,9 +120,7 @@ class TrtGateway(LLM):
     @field_validator("additional_kwargs")
     @classmethod
     def _known_request_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(value) - REQUEST_KEYS)
-        if unknown:
-            raise ValueError(f"additional_kwargs: unknown request field(s) {unknown}; known: {sorted(REQUEST_KEYS)}")
+        check_call_fields(value, "additional_kwargs")
         return value
 
     @classmethod
