@@ -66,6 +66,7 @@ class LimitsConfig:
     max_logit_bias: int = 1024
     max_top_logprobs: int = 20
     max_request_id_length: int = 128
+    max_tools: int = 128
 
     def validate(self, where: str) -> None:
         for f in dataclasses.fields(self):
@@ -174,11 +175,16 @@ class ServerConfig:
     # "uvloop" runs the server on uvloop (`pip install uvloop`; not a dependency). Measured no clear gain with
     # grpc.aio on a 2-core box (docs/streaming.md), so the default stays the standard asyncio loop.
     event_loop: str = "asyncio"
+    # How unforced tool calls are written in the model's text (tool_calls.py): "hermes" (<tool_call> blocks: Hermes,
+    # Qwen) or "llama3_json" (a bare JSON call: Llama 3.1+). Forced calls are constrained and need no format.
+    tool_call_parser: str = "hermes"
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def validate(self, where: str) -> None:
         if self.stream_coalesce_tokens < 1:
             raise ConfigError(f"{where}.stream_coalesce_tokens must be >= 1, got {self.stream_coalesce_tokens}")
+        if self.tool_call_parser not in ("hermes", "llama3_json"):
+            raise ConfigError(f"{where}.tool_call_parser must be 'hermes' or 'llama3_json', got {self.tool_call_parser!r}")
         if self.event_loop not in ("asyncio", "uvloop"):
             raise ConfigError(f"{where}.event_loop must be 'asyncio' or 'uvloop', got {self.event_loop!r}")
         if not 0 <= self.port <= 65535:

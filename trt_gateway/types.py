@@ -22,9 +22,29 @@ class FinishReason(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model made (or, in a history, made earlier)."""
+
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call."""
+
+    name: str
+    description: str = ""
+    parameters: str = ""  # the JSON schema of the arguments object, as text; "" = any object
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str = ""  # a tool turn: the call it answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +131,8 @@ class GenerateRequest:
     speculative: SpeculativeOptions = field(default_factory=SpeculativeOptions)
     adapter: str | None = None
     priority: int = 0  # higher runs first
+    tools: tuple[Tool, ...] = ()  # rendered through the chat template; calls come back in the last delta
+    tool_choice: str = ""  # "" or "auto": the model decides; "none"; "required"; or a tool's name (forced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +190,7 @@ class TokenDelta:
     logprobs: tuple[TokenLogprob, ...] = ()
     prompt: PromptInfo | None = None
     finish: Finish | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # on the last delta only: the calls parsed from this output's text
 
 
 class Residency(str, enum.Enum):

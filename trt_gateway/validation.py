@@ -14,6 +14,7 @@ the same rules and messages:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from trt_gateway.config import ADAPTER_NAME_RE, LimitsConfig
 from trt_gateway.types import GenerateRequest, ModelInfo, Prompt
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+TOOL_CHOICES = ("", "auto", "none", "required")  # or a tool's name
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 GUIDED_FIELDS = ("json_schema", "regex", "grammar", "choice")
 
@@ -50,6 +53,10 @@ MESSAGES = {
     "unsupported": "{field}: executor {executor!r} does not support {what} for model {model!r}",
     "logprobs_limit": "response.top_logprobs must be <= {limit} for model {model!r}, got {value}",
     "draft_limit": "speculative.num_draft_tokens may only lower the server's draft length ({limit}), got {value}",
+    "json_object": "{field} must be a JSON object, got {value}",
+    "duplicate": "{field} repeats {value!r}",
+    "tools_need_chat": "tools need a chat prompt (messages)",
+    "tool_choice": "tool_choice must be auto, none, required or the name of one of the tools, got {value!r}",
 }
 
 
@@ -233,12 +240,54 @@ def check_request(request: GenerateRequest, info: ModelInfo, limits: LimitsConfi
     check_values(request)
     _sampling(request, info, limits)
     _response(request, info, limits)
-    guided = next((name for name in GUIDED_FIELDS if getattr(request.guided, name)), None)
-    if guided is not None and guided not in caps.guided:
-        raise unsupported(f"guided.{guided}", f"guided decoding by {guided}", info)
+    guided_supported(request, info)
     drafts = request.speculative.num_draft_tokens
     if drafts and caps.speculative and drafts > caps.num_draft_tokens:
         raise fail("draft_limit", "speculative.num_draft_tokens", limit=caps.num_draft_tokens, value=drafts)
+    _tools(request, limits)
+
+
+def guided_supported(request: GenerateRequest, info: ModelInfo) -> None:
+    """The request's guided decoding (its own, or the one a forced tool call set) is one the executor enforces."""
+    guided = next((name for name in GUIDED_FIELDS if getattr(request.guided, name)), None)
+    if guided is not None and guided not in info.capabilities.guided:
+        what = "forced tool calls (they need guided decoding by json_schema)" if request.tools else f"guided decoding by {guided}"
+        raise unsupported("tool_choice" if request.tools else f"guided.{guided}", what, info)
+
+
+def _json_object(field: str, text: str) -> None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise fail("json_object", field, value=_short(text))
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
+def _tools(request: GenerateRequest, limits: LimitsConfig) -> None:
+    if len(request.tools) > limits.max_tools:
+        raise fail("too_many", "tools", limit=limits.max_tools, value=len(request.tools))
+    if request.tools and not request.prompt.messages:
+        raise errors.InvalidArgument(MESSAGES["tools_need_chat"], field="tools")
+    names: set[str] = set()
+    for i, tool in enumerate(request.tools):
+        if not TOOL_NAME_RE.fullmatch(tool.name) or tool.name in TOOL_CHOICES:
+            raise fail("pattern", f"tools[{i}].name", pattern=TOOL_NAME_RE.pattern + " (not auto/none/required)",
+                       value=tool.name[:80])
+        if tool.name in names:
+            raise fail("duplicate", "tools", value=tool.name)
+        names.add(tool.name)
+        if tool.parameters:
+            _json_object(f"tools[{i}].parameters", tool.parameters)
+    if request.tool_choice not in TOOL_CHOICES and request.tool_choice not in names:
+        raise errors.InvalidArgument(MESSAGES["tool_choice"].format(value=request.tool_choice[:80]), field="tool_choice")
+    for i, m in enumerate(request.prompt.messages or ()):
+        for j, call in enumerate(m.tool_calls):
+            _json_object(f"messages[{i}].tool_calls[{j}].arguments", call.arguments)
 
 
 def _sampling(request: GenerateRequest, info: ModelInfo, limits: LimitsConfig) -> None:

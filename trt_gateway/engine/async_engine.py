@@ -151,7 +151,7 @@ class AsyncEngine:
         rid = request.request_id
         if rid in self._requests:
             raise validation.duplicate_request_id(rid)
-        ids = inputs.prompt_ids(request.prompt)
+        ids = inputs.prompt_ids(request)
         if inputs.blocks(request):
             prepared = await _off_loop(inputs.prepare, request, ids)
         else:

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trt_gateway import errors, validation
+from trt_gateway import errors, tool_calls, validation
 from trt_gateway.engine.chat_template import ChatTemplate
 from trt_gateway.engine.lora.registry import LoraRef, LoraRegistry
 from trt_gateway.engine.structured_output import GrammarBackend
-from trt_gateway.types import ChatMessage, GenerateRequest, Prompt
+from trt_gateway.types import ChatMessage, GenerateRequest, Tool
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +99,18 @@ class InputProcessor:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
 
-    def render(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def render(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+        """Chat messages (and tools: through the template when it takes them, else described in a system turn)."""
+        conversation, extra = tool_calls.chat_inputs(messages, tools, self.template.source)
         # The template writes the BOS token itself when the model wants one, so no special tokens are added on top.
-        return self.encode(self.template.render([{"role": m.role, "content": m.content} for m in messages]), False)
+        return self.encode(self.template.render(conversation, **extra), False)
 
-    def prompt_ids(self, prompt: Prompt) -> list[int]:
+    def prompt_ids(self, request: GenerateRequest) -> list[int]:
+        prompt = request.prompt
         if prompt.token_ids is not None:
             return list(prompt.token_ids)
         if prompt.messages is not None:
-            return self.render(prompt.messages)
+            return self.render(prompt.messages, request.tools)
         return self.encode(prompt.text or "", True)
 
     @staticmethod

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trt_gateway import tool_calls
 from trt_gateway.config import ConfigError
-from trt_gateway.types import ChatMessage
+from trt_gateway.types import ChatMessage, Tool
 
 HF_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -63,9 +64,10 @@ class ChatTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
-    def render(self, messages: Sequence[ChatMessage]) -> list[int]:
-        conversation = [{"role": m.role, "content": m.content} for m in messages]
-        text = self._hf("apply_chat_template")(conversation, tokenize=False, add_generation_prompt=True)
+    def render(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+        """Chat messages (and tools: through the template when it takes them, else described in a system turn)."""
+        conversation, extra = tool_calls.chat_inputs(messages, tools, self._hf("chat_template"))
+        text = self._hf("apply_chat_template")(conversation, tokenize=False, add_generation_prompt=True, **extra)
         return self.encode(text, False)  # the template writes BOS itself where the model wants one
 
     def decode(self, token_ids: list[int]) -> str:

@@ -11,6 +11,7 @@ store, service_tier) are ignored; anything else unknown is refused rather than s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ PARAMS = {
     "stopping.stop_token_ids": "stop_token_ids", "response.top_logprobs": "top_logprobs",
     "response.logprobs": "logprobs", "guided": "response_format", "guided.json_schema": "response_format",
     "guided.regex": "guided_regex", "guided.grammar": "guided_grammar", "guided.choice": "guided_choice",
-    "priority": "priority", "request_id": "x-request-id",
+    "priority": "priority", "request_id": "x-request-id", "tools": "tools", "tool_choice": "tool_choice",
 }
 
 
@@ -109,8 +110,6 @@ def parse_completion(body: Any, *, request_id: str, model: str, default_max_toke
 
 def parse_chat(body: Any, *, request_id: str, model: str, default_max_tokens: int) -> Parsed:
     b = _Body(body, CHAT_FIELDS)
-    if b.get("tools", list):
-        raise _fail("tools", "tool calling is not supported yet by this gateway")
     messages = b.get("messages", list)
     if not messages:
         raise _fail("messages", "must be a non-empty list")
@@ -121,7 +120,12 @@ def parse_chat(body: Any, *, request_id: str, model: str, default_max_tokens: in
         raise _fail("top_logprobs", "needs logprobs: true")
     max_tokens = b.get("max_completion_tokens", int, b.get("max_tokens", int))
     response = t.ResponseOptions(logprobs=logprobs, top_logprobs=top)
-    return _parsed(b, prompt, response, request_id, model, default_max_tokens, max_tokens)
+    parsed = _parsed(b, prompt, response, request_id, model, default_max_tokens, max_tokens)
+    tools = tuple(_tool(i, x) for i, x in enumerate(b.get("tools", list, [])))
+    if not tools:
+        return parsed
+    request = dataclasses.replace(parsed.request, tools=tools, tool_choice=_tool_choice(b.body.get("tool_choice")))
+    return dataclasses.replace(parsed, request=request)
 
 
 def _parsed(
@@ -193,8 +197,10 @@ def _message(i: int, m: Any) -> t.ChatMessage:
     role = m.get("role")
     if role not in CHAT_ROLES:
         raise _fail(f"messages[{i}].role", f"must be one of {', '.join(CHAT_ROLES)}, got {str(role)[:32]!r}")
-    if m.get("tool_calls"):
-        raise _fail(f"messages[{i}].tool_calls", "tool calling is not supported yet by this gateway")
+    calls = tuple(_tool_call(f"messages[{i}].tool_calls[{j}]", c) for j, c in enumerate(m.get("tool_calls") or ()))
+    call_id = m.get("tool_call_id") or ""
+    if not isinstance(call_id, str):
+        raise _fail(f"messages[{i}].tool_call_id", "must be a string")
     content = m.get("content")
     if content is None:
         content = ""
@@ -207,7 +213,37 @@ def _message(i: int, m: Any) -> t.ChatMessage:
         content = "".join(texts)
     if not isinstance(content, str):
         raise _fail(f"messages[{i}].content", "must be a string or a list of text parts")
-    return t.ChatMessage(role=CHAT_ROLES[role], content=content)
+    return t.ChatMessage(role=CHAT_ROLES[role], content=content, tool_calls=calls, tool_call_id=call_id)
+
+
+def _tool(i: int, x: Any) -> t.Tool:
+    fn = x.get("function") if isinstance(x, dict) and x.get("type", "function") == "function" else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise _fail(f"tools[{i}]", 'must be {"type": "function", "function": {"name": ..., "parameters": {...}}}')
+    params = fn.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise _fail(f"tools[{i}].function.parameters", "must be a JSON schema object")
+    description = fn.get("description") or ""
+    return t.Tool(name=fn["name"], description=str(description), parameters=json.dumps(params) if params else "")
+
+
+def _tool_choice(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value  # auto, none, required (anything else is refused by the request check)
+    fn = value.get("function") if isinstance(value, dict) else None
+    if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+        return str(fn["name"])
+    raise _fail("tool_choice", 'must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}')
+
+
+def _tool_call(param: str, c: Any) -> t.ToolCall:
+    fn = c.get("function") if isinstance(c, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise _fail(param, 'must be {"id": ..., "type": "function", "function": {"name": ..., "arguments": "..."}}')
+    args = fn.get("arguments", "{}")
+    return t.ToolCall(id=str(c.get("id") or ""), name=fn["name"], arguments=args if isinstance(args, str) else json.dumps(args))
 
 
 def _guided(b: _Body) -> t.GuidedDecoding:

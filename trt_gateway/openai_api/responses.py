@@ -14,7 +14,7 @@ from typing import Any
 
 from trt_gateway import errors
 from trt_gateway.openai_api.protocol import param_name
-from trt_gateway.types import Finish, FinishReason, TokenDelta, TokenLogprob, Usage
+from trt_gateway.types import Finish, FinishReason, TokenDelta, TokenLogprob, ToolCall, Usage
 
 FINISH = {
     FinishReason.LENGTH: "length",
@@ -44,12 +44,22 @@ def error_body(error: BaseException) -> tuple[int, dict[str, Any]]:
                                        "code": row.grpc_code.name.lower()}}
 
 
-def finish_fields(finish: Finish | None) -> tuple[str | None, Any]:
-    """(finish_reason, stop_reason)."""
+def finish_fields(finish: Finish | None, calls: Sequence[ToolCall] = ()) -> tuple[str | None, Any]:
+    """(finish_reason, stop_reason). An output that ended in tool calls says so, as OpenAI's API does."""
     if finish is None:
         return None, None
     stop: Any = finish.matched_stop or finish.matched_stop_token_id
+    if calls and finish.reason in (FinishReason.STOP_TOKEN, FinishReason.STOP_STRING):
+        return "tool_calls", stop
     return FINISH[finish.reason], stop
+
+
+def tool_calls_json(calls: Sequence[ToolCall], streamed: bool = False) -> list[dict[str, Any]]:
+    out = []
+    for i, c in enumerate(calls):
+        call: dict[str, Any] = {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        out.append({"index": i, **call} if streamed else call)
+    return out
 
 
 def usage(outputs: Sequence[Usage]) -> dict[str, Any]:
@@ -91,11 +101,13 @@ class Output:
 
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     finish: Finish | None = None
 
     def add(self, delta: TokenDelta) -> None:
         self.text.append(delta.text)
         self.logprobs.extend(delta.logprobs)
+        self.tool_calls.extend(delta.tool_calls)
         if delta.finish is not None:
             self.finish = delta.finish
 
@@ -118,11 +130,13 @@ class Shape:
     def whole(self, outputs: Sequence[Output], prompt_text: str = "") -> dict[str, Any]:
         choices = []
         for i, out in enumerate(outputs):
-            reason, stop = finish_fields(out.finish)
+            reason, stop = finish_fields(out.finish, out.tool_calls)
             text = "".join(out.text)
             choice: dict[str, Any] = {"index": i, "finish_reason": reason, "stop_reason": stop}
             if self.chat:
-                choice["message"] = {"role": "assistant", "content": text}
+                choice["message"] = {"role": "assistant", "content": text if text or not out.tool_calls else None}
+                if out.tool_calls:
+                    choice["message"]["tool_calls"] = tool_calls_json(out.tool_calls)
                 choice["logprobs"] = chat_logprobs(out.logprobs) if self.logprobs else None
             else:
                 choice["text"] = prompt_text + text
@@ -138,13 +152,15 @@ class Shape:
                                                   "finish_reason": None}]}
 
     def chunk(self, index: int, delta: TokenDelta, prefix: str = "") -> dict[str, Any]:
-        reason, stop = finish_fields(delta.finish)
+        reason, stop = finish_fields(delta.finish, delta.tool_calls)
         choice: dict[str, Any] = {"index": index, "finish_reason": reason}
         if reason is not None:
             choice["stop_reason"] = stop
         text = prefix + delta.text
         if self.chat:
-            choice["delta"] = {"content": text} if text or reason is None else {}
+            choice["delta"] = {"content": text} if text or (reason is None and not delta.tool_calls) else {}
+            if delta.tool_calls:
+                choice["delta"]["tool_calls"] = tool_calls_json(delta.tool_calls, streamed=True)
             choice["logprobs"] = chat_logprobs(delta.logprobs) if self.logprobs and delta.logprobs else None
         else:
             choice["text"] = text

@@ -114,7 +114,7 @@ class _Api:
             parsed = parse(body, request_id=rid, model=info.name,
                            default_max_tokens=validation.default_max_tokens(info, self.gateway.limits))
             req = parsed.request if adapter is None else _with_adapter(parsed.request, adapter)
-            self.gateway.check(req, info, parsed.n, _auth_metadata(request))
+            req = self.gateway.check(req, info, parsed.n, _auth_metadata(request))
         except errors.GatewayError as exc:
             code = errors.row_for(exc).grpc_code.name
             self.gateway.metrics.requests.labels(_method(chat), code).inc()

@@ -19,7 +19,18 @@ _RESIDENCY = {t.Residency.GPU: pb.RESIDENCY_GPU, t.Residency.CPU: pb.RESIDENCY_C
 
 
 def messages(msgs: Sequence[pb.ChatMessage]) -> tuple[t.ChatMessage, ...]:
-    return tuple(t.ChatMessage(role=m.role, content=m.content) for m in msgs)
+    return tuple(
+        t.ChatMessage(role=m.role, content=m.content, tool_calls=tool_calls_in(m.tool_calls), tool_call_id=m.tool_call_id)
+        for m in msgs
+    )
+
+
+def tool_calls_in(calls: Sequence[pb.ToolCall]) -> tuple[t.ToolCall, ...]:
+    return tuple(t.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls)
+
+
+def tool_calls_out(calls: Sequence[t.ToolCall]) -> list[pb.ToolCall]:
+    return [pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls]
 
 
 def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, default_max_tokens: int) -> t.GenerateRequest:
@@ -67,6 +78,8 @@ def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, defau
         speculative=t.SpeculativeOptions(enabled=not sp.disable, num_draft_tokens=sp.num_draft_tokens or None),
         adapter=msg.adapter or None,
         priority=msg.priority,
+        tools=tuple(t.Tool(name=x.name, description=x.description, parameters=x.parameters) for x in msg.tools),
+        tool_choice=msg.tool_choice,
     )
 
 
@@ -108,6 +121,8 @@ def stream_chunk(request_id: str, index: int, delta: t.TokenDelta, adapter: str 
         chunk.logprobs.extend(logprobs(delta.logprobs))
     if delta.prompt is not None:
         chunk.prompt.CopyFrom(prompt_info(delta.prompt))
+    if delta.tool_calls:
+        chunk.tool_calls.extend(tool_calls_out(delta.tool_calls))
     if delta.finish is not None:
         f = delta.finish
         chunk.finish_reason = finish_reason(f.reason)
@@ -124,6 +139,7 @@ def output(index: int, deltas: Sequence[t.TokenDelta], adapter: str = "") -> pb.
     for d in deltas:
         out.token_ids.extend(d.token_ids)
         out.logprobs.extend(logprobs(d.logprobs))
+        out.tool_calls.extend(tool_calls_out(d.tool_calls))
         if d.finish is not None:
             out.finish_reason = finish_reason(d.finish.reason)
             out.matched_stop = d.finish.matched_stop

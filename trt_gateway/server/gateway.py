@@ -7,18 +7,20 @@ its wire format into `types.GenerateRequest` before calling `start`, and its del
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from trt_gateway import errors, validation
+from trt_gateway import errors, tool_calls, validation
 from trt_gateway.config import GatewayConfig
 from trt_gateway.executors.base import Executor
 from trt_gateway.server import generation
 from trt_gateway.server.admission import Admission
 from trt_gateway.server.auth import Keys
 from trt_gateway.server.metrics import Load, Metrics, ModelMetrics, RouterCollector
-from trt_gateway.types import AdapterInfo, GenerateRequest, ModelInfo, TokenDelta
+from trt_gateway.types import AdapterInfo, GenerateRequest, ModelInfo, TokenDelta, ToolCall
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -89,19 +91,50 @@ class Gateway:
 
     # -- generation -----------------------------------------------------------------------------------------------
 
-    def check(self, request: GenerateRequest, info: ModelInfo, n: int, metadata: Metadata | None) -> None:
-        """The one request check, then the caller's key against the model and adapter."""
+    def check(self, request: GenerateRequest, info: ModelInfo, n: int, metadata: Metadata | None) -> GenerateRequest:
+        """The one request check and the caller's key against the model and adapter. Returns the request to run:
+        a forced tool call adds the guided decoding that enforces it."""
         validation.check_request(request, info, self.limits, n=n)
         self.keys.authorize(metadata, model=info.name, adapter=request.adapter or "")
+        constrained = tool_calls.constrain(request)
+        if constrained is not request:
+            validation.guided_supported(constrained, info)
+        return constrained
 
     def start(
         self, request: GenerateRequest, n: int, progress: generation.Progress
     ) -> AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None]:
         """(output index, delta) until every output finished. Close it to abort what is still running."""
-        return generation.run(self.executor, self.admission, self.registry, request, n, progress)
+        deltas = generation.run(self.executor, self.admission, self.registry, request, n, progress)
+        if tool_calls.parser_for(request, self.config.server.tool_call_parser) is None:
+            return deltas
+        return _with_tool_calls(deltas, request, self.config.server.tool_call_parser)
 
     def clock(self, info: ModelInfo, progress: generation.Progress, n: int) -> TokenClock:
         return TokenClock(self.metrics.model(info.name), progress, [0.0] * n)
 
     async def abort(self, request_id: str) -> bool:
         return await generation.abort(self.executor, self.registry, request_id)
+
+
+async def _with_tool_calls(
+    deltas: AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None], request: GenerateRequest, fmt: str
+) -> AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None]:
+    """Each output's text through its tool-call parser: content as it is certain, the calls on the last delta."""
+    parsers: dict[int, tool_calls.Parser] = {}
+    async with contextlib.aclosing(deltas):
+        async for index, delta in deltas:
+            if isinstance(delta, generation.Queued):
+                yield index, delta
+                continue
+            parser = parsers.get(index)
+            if parser is None:
+                made = tool_calls.parser_for(request, fmt)
+                assert made is not None  # start() wraps only requests that have one
+                parser = parsers[index] = made
+            text = parser.push(delta.text) if delta.text else ""
+            calls: tuple[ToolCall, ...] = ()
+            if delta.finish is not None:
+                rest, calls = parser.finish()
+                text += rest
+            yield index, dataclasses.replace(delta, text=text, tool_calls=calls)

@@ -66,7 +66,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             rid = boundary.new_request_id()
         request_id_var.set(rid)
         request = convert.generate_request(msg, rid, info.name, validation.default_max_tokens(info, self.limits))
-        self.gateway.check(request, info, max(msg.n, 1), context.invocation_metadata())
+        request = self.gateway.check(request, info, max(msg.n, 1), context.invocation_metadata())
         if self.config.server.log_requests:  # opt-in only: prompts may hold user data
             log.info("prompt: %r", msg.text or list(msg.token_ids) or [(m.role, m.content) for m in msg.messages])
         # Sent while the executor starts, so its round trip (~0.1 ms on an idle loop, more under load) overlaps

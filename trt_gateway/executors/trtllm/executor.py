@@ -189,7 +189,7 @@ class TrtllmExecutor(Executor):
         if p.token_ids is not None:
             inputs = list(p.token_ids)
         elif p.messages:
-            inputs = ChatTokenizer(llm.tokenizer).render(p.messages)
+            inputs = ChatTokenizer(llm.tokenizer).render(p.messages, request.tools)
         extra: dict[str, Any] = {}
         if request.priority and "priority" in api.generate_params:  # newest API: a float in [0, 1], default 0.5
             extra["priority"] = min(max(0.5 + request.priority / 2000, 0.0), 1.0)

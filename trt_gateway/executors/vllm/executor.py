@@ -42,7 +42,16 @@ from trt_gateway.executors.vllm.options import VllmOptions
 from trt_gateway.executors.vllm.params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.vllm.stats import EngineStats
 from trt_gateway.executors.vllm.stream import ErrorKinds, RequestState, deltas
-from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, Prompt, TokenDelta
+from trt_gateway.types import (
+    AdapterInfo,
+    Capabilities,
+    ChatMessage,
+    GenerateRequest,
+    ModelInfo,
+    Prompt,
+    TokenDelta,
+    Tool,
+)
 
 log = logging.getLogger(__name__)
 GUIDED_KINDS = ("json_schema", "regex", "grammar", "choice")
@@ -164,17 +173,17 @@ class VllmExecutor(Executor):
     def _decode(self, token_ids: list[int]) -> str:
         return ChatTokenizer(self.tokenizer).decode(token_ids) if self.tokenizer is not None else ""
 
-    def _render(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return ChatTokenizer(self.tokenizer).render(messages)
+    def _render(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
+        return ChatTokenizer(self.tokenizer).render(messages, tools)
 
-    def _prompt(self, p: Prompt) -> Any:
+    def _prompt(self, p: Prompt, tools: Sequence[Tool] = ()) -> Any:
         if p.token_ids is not None:
             return {"prompt_token_ids": list(p.token_ids)}  # vllm.inputs.TokensPrompt
         field = "messages" if p.messages else "text"
         if self.tokenizer is None:
             raise errors.Unimplemented(f"{field}: the engine runs with skip_tokenizer_init; send token_ids",
                                        field=field)
-        return {"prompt_token_ids": self._render(p.messages)} if p.messages else (p.text or "")
+        return {"prompt_token_ids": self._render(p.messages, tools)} if p.messages else (p.text or "")
 
     async def tokenize(
         self, model: str, *, text: str | None = None, messages: Sequence[ChatMessage] | None = None,
@@ -215,7 +224,7 @@ class VllmExecutor(Executor):
                 kwargs["lora_request"] = self.adapters.lora_request(adapter)
             if request.priority and self.options.scheduling_policy == "priority" and "priority" in self.api.generate_params:
                 kwargs["priority"] = -request.priority  # vLLM runs lower values first; the gateway higher ones
-            params, prompt = self._sampling_params(request), self._prompt(request.prompt)
+            params, prompt = self._sampling_params(request), self._prompt(request.prompt, request.tools)
             state = self._requests[rid] = RequestState(rid)
             stream = engine.generate(prompt, params, rid, **kwargs)
             try:

@@ -1,0 +1,269 @@
+"""Tool calling, executor-neutral: constraining a forced call, and parsing the model's text into `ToolCall`s.
+
+tool_choice, as the OpenAI API defines it, and what happens here:
+- "none": tools are rendered (the model may know of them) but nothing is parsed: all text is content;
+- "" / "auto": the model decides; its text is parsed by the configured format's parser (below), and text that is
+  not a well-formed call stays content;
+- "required" or a tool's name: the output is *constrained* by guided decoding to a JSON value that is a call (for
+  a name: that tool's arguments object; for "required": a non-empty list of {"name", "arguments"} over the
+  tools), so it always parses and validates, whatever the model.
+
+Formats of unconstrained calls (`server.tool_call_parser`):
+- "hermes" (Hermes, Qwen 2.5/3, and most templates that speak `<tool_call>`): each call is
+  `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; text around the blocks is content;
+- "llama3_json" (Llama 3.1+): the whole reply is `{"name": ..., "parameters": {...}}` (optionally after
+  `<|python_tag|>`, several separated by ";").
+Streaming: content is released as it comes, except text that may still be the start of a call, which is held back
+until it is known not to be; calls are reported whole on the output's last delta.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from trt_gateway import errors
+from trt_gateway.types import ChatMessage, GenerateRequest, Tool, ToolCall
+
+PARSERS = ("hermes", "llama3_json")
+HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+PYTHON_TAG = "<|python_tag|>"
+
+
+def call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def _arguments(value: Any) -> str | None:
+    """Arguments as JSON text of an object, or None when they are not an object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else None
+
+
+def _call(obj: Any, names: set[str], key: str = "arguments") -> ToolCall | None:
+    if not isinstance(obj, dict) or obj.get("name") not in names:
+        return None
+    args = _arguments(obj.get(key, obj.get("arguments", obj.get("parameters", {}))))
+    return ToolCall(call_id(), obj["name"], args) if args is not None else None
+
+
+class Parser(Protocol):
+    def push(self, text: str) -> str:
+        """Feed output text; return the content that is certainly not part of a call."""
+
+    def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
+        """The output ended: the rest of the content, and the calls."""
+
+
+class HermesParser:
+    def __init__(self, names: set[str]) -> None:
+        self._names = names
+        self._buf = ""  # text not yet released: a possible tag start, or an open call block
+        self._calls: list[ToolCall] = []
+
+    def push(self, text: str) -> str:
+        self._buf += text
+        out = []
+        while True:
+            start = self._buf.find(HERMES_OPEN)
+            if start < 0:
+                keep = _partial_suffix(self._buf, HERMES_OPEN)
+                out.append(self._buf[: len(self._buf) - keep])
+                self._buf = self._buf[len(self._buf) - keep :]
+                return "".join(out)
+            end = self._buf.find(HERMES_CLOSE, start)
+            if end < 0:
+                out.append(self._buf[:start])
+                self._buf = self._buf[start:]
+                return "".join(out)
+            block = self._buf[start + len(HERMES_OPEN) : end]
+            call = self._parse(block)
+            if call is not None:
+                out.append(self._buf[:start])
+                self._calls.append(call)
+            else:  # not a call after all: the block is content
+                out.append(self._buf[: end + len(HERMES_CLOSE)])
+            self._buf = self._buf[end + len(HERMES_CLOSE) :]
+
+    def _parse(self, block: str) -> ToolCall | None:
+        try:
+            return _call(json.loads(block), self._names)
+        except ValueError:
+            return None
+
+    def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
+        rest, self._buf = self._buf, ""
+        if rest.startswith(HERMES_OPEN):  # an unclosed last block (the model stopped at EOS): a call if it parses
+            call = self._parse(rest[len(HERMES_OPEN) :])
+            if call is not None:
+                self._calls.append(call)
+                rest = ""
+        return rest, tuple(self._calls)
+
+
+class Llama3JsonParser:
+    def __init__(self, names: set[str]) -> None:
+        self._names = names
+        self._buf = ""
+        self._holding: bool | None = None  # None: undecided (only whitespace so far)
+
+    def push(self, text: str) -> str:
+        if self._holding is False:
+            return text
+        self._buf += text
+        head = self._buf.lstrip()
+        if not head or PYTHON_TAG.startswith(head):
+            return ""
+        self._holding = head.startswith(("{", PYTHON_TAG))
+        if self._holding:
+            return ""
+        out, self._buf = self._buf, ""
+        return out
+
+    def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
+        text, self._buf = self._buf, ""
+        if not self._holding:
+            return text, ()
+        body = text.strip().removeprefix(PYTHON_TAG)
+        calls = []
+        for part in body.split(";"):
+            try:
+                call = _call(json.loads(part), self._names, key="parameters")
+            except ValueError:
+                call = None
+            if call is None:
+                return text, ()  # not all calls: the reply is content, unchanged
+            calls.append(call)
+        return "", tuple(calls)
+
+
+class ForcedParser:
+    """For a constrained output: the whole text is the call (a name forced) or a list of calls ("required")."""
+
+    def __init__(self, forced: str | None, names: set[str]) -> None:
+        self._forced, self._names, self._buf = forced, names, ""
+
+    def push(self, text: str) -> str:
+        self._buf += text
+        return ""
+
+    def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
+        try:
+            value = json.loads(self._buf)
+        except ValueError:
+            return self._buf, ()  # cut short (max_tokens): what was generated is returned as content
+        if self._forced is not None:
+            args = _arguments(value)
+            return ("", (ToolCall(call_id(), self._forced, args),)) if args is not None else (self._buf, ())
+        calls = [_call(item, self._names) for item in value] if isinstance(value, list) else []
+        if not calls or any(c is None for c in calls):
+            return self._buf, ()
+        return "", tuple(c for c in calls if c is not None)
+
+
+def parser_for(request: GenerateRequest, fmt: str) -> Parser | None:
+    """The parser of one output of `request`, or None when its text is plain content."""
+    if not request.tools or request.tool_choice == "none":
+        return None
+    names = {t.name for t in request.tools}
+    if request.tool_choice == "required":
+        return ForcedParser(None, names)
+    if request.tool_choice not in ("", "auto"):
+        return ForcedParser(request.tool_choice, names)
+    return HermesParser(names) if fmt == "hermes" else Llama3JsonParser(names)
+
+
+def constrain(request: GenerateRequest) -> GenerateRequest:
+    """For "required" or a named tool: the request with guided decoding that makes its output such a call."""
+    choice = request.tool_choice
+    if not request.tools or choice in ("", "auto", "none"):
+        return request
+    if request.guided.kind is not None:
+        raise errors.InvalidArgument(
+            f"tool_choice {choice!r} constrains the output itself: it cannot be combined with guided.{request.guided.kind}",
+            field="tool_choice",
+        )
+    if choice == "required":
+        one_of = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": _schema(t)},
+                   "required": ["name", "arguments"]} for t in request.tools]
+        schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": one_of}}
+    else:
+        schema = _schema(next(t for t in request.tools if t.name == choice))
+    return replace(request, guided=replace(request.guided, json_schema=json.dumps(schema)))
+
+
+def _schema(tool: Tool) -> dict[str, Any]:
+    return json.loads(tool.parameters) if tool.parameters else {"type": "object"}
+
+
+def as_template_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """The `tools` variable HF chat templates take (OpenAI's shape)."""
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                               "parameters": _schema(t)}} for t in tools]
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """The length of the longest suffix of `text` that is a proper prefix of `tag` (it may become the tag)."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
+def template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as HF chat templates take them: assistant calls with their arguments as objects, tool results with
+    the id of the call they answer."""
+    out = []
+    for m in messages:
+        d: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            d["tool_calls"] = [{"id": c.id, "type": "function",
+                                "function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+                               for c in m.tool_calls]
+        if m.tool_call_id:
+            d["tool_call_id"] = m.tool_call_id
+        out.append(d)
+    return out
+
+
+def with_tools_prompt(messages: list[dict[str, Any]], tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    """For a chat template that knows nothing of tools: describe them in a system message, asking for Hermes-style
+    <tool_call> blocks (what the default parser reads), and show earlier calls the same way."""
+    lines = "\n".join(json.dumps(t, ensure_ascii=False) for t in as_template_tools(tools))
+    system = (f"You may call these tools:\n{lines}\nTo call one, reply with "
+              f'{HERMES_OPEN}{{"name": <tool name>, "arguments": <its arguments>}}{HERMES_CLOSE}')
+    shown = []
+    for m in messages:
+        calls = m.get("tool_calls")
+        if calls:
+            blocks = "".join(f"{HERMES_OPEN}{json.dumps(c['function'], ensure_ascii=False)}{HERMES_CLOSE}" for c in calls)
+            m = {"role": m["role"], "content": (m.get("content") or "") + blocks}
+        shown.append(m)
+    if shown and shown[0]["role"] == "system":
+        return [{"role": "system", "content": f"{shown[0]['content']}\n\n{system}"}, *shown[1:]]
+    return [{"role": "system", "content": system}, *shown]
+
+
+def mentions_tools(template_source: str | None) -> bool:
+    """Whether a chat template renders `tools` itself (HF templates that support tool use read that variable)."""
+    return bool(template_source) and "tools" in (template_source or "")
+
+
+def chat_inputs(
+    messages: Sequence[ChatMessage], tools: Sequence[Tool], template_source: str | None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(conversation, extra template variables) for rendering `messages` with `tools`: through the template when
+    it takes tools, else described in a system turn."""
+    conversation = template_messages(messages)
+    if tools and mentions_tools(template_source):
+        return conversation, {"tools": as_template_tools(tools)}
+    if tools:
+        return with_tools_prompt(conversation, tools), {}
+    return conversation, {}
