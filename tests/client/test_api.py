@@ -43,6 +43,8 @@ def test_all_is_pinned():
         "StreamChunk",
         "Timings",
         "TokenLogprob",
+        "Tool",
+        "ToolCall",
         "TopLogprob",
         "Usage",
         "check_call_fields",

@@ -131,3 +131,26 @@ def test_forced_call_on_the_real_model_always_parses() -> None:
         (call,) = r.choices[0].message.tool_calls or []
         assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
     assert any(r.choices[0].finish_reason == "tool_calls" for r in (named, required))
+
+
+async def test_python_clients_send_tools_and_get_calls(echo: LiveGateway) -> None:
+    from trt_gateway import AsyncGatewayClient, GatewayClient
+    from trt_gateway.client import Tool
+
+    target = f"127.0.0.1:{echo.server.port}"
+    history = [{"role": "user", "content": "Weather?"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "rain"}]
+    with GatewayClient(target) as client:
+        done = client.generate(messages=history, tools=[WEATHER], max_tokens=200)
+        assert done.text == "Checking." and [c.name for c in done.tool_calls] == ["get_weather"]
+        assert done.outputs[0].tool_calls == done.tool_calls
+    async with AsyncGatewayClient(target) as aclient, aclient.stream(
+        messages=USER, tools=[Tool("get_weather", parameters=json.dumps(WEATHER["function"]["parameters"]))],
+        max_tokens=200,
+    ) as stream:
+        chunks = [c async for c in stream]
+    assert json.loads(chunks[-1].tool_calls[0].arguments) == {"city": "Paris"}
+    with GatewayClient(target) as client, pytest.raises(TypeError, match="tools\\[0\\]"):
+        client.generate(messages=USER, tools=["get_weather"])  # type: ignore[list-item]

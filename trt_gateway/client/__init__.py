@@ -27,7 +27,17 @@ from trt_gateway.client.lazy import (
 from trt_gateway.client.streaming import AsyncStream, Stream
 from trt_gateway.client.sync_client import GatewayClient
 from trt_gateway.client.types import Completion, ModelInfo, ModelLimits, Output, StreamChunk, Timings
-from trt_gateway.types import AdapterInfo, Capabilities, PromptInfo, Residency, TokenLogprob, TopLogprob, Usage
+from trt_gateway.types import (
+    AdapterInfo,
+    Capabilities,
+    PromptInfo,
+    Residency,
+    TokenLogprob,
+    Tool,
+    ToolCall,
+    TopLogprob,
+    Usage,
+)
 
 __all__ = [
     "CALL_FIELDS",
@@ -52,6 +62,8 @@ __all__ = [
     "StreamChunk",
     "Timings",
     "TokenLogprob",
+    "Tool",
+    "ToolCall",
     "TopLogprob",
     "Usage",
     "check_call_fields",

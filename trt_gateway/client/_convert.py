@@ -23,7 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10: typing_extensions comes with grpcio
     from typing_extensions import Unpack
 
-MessageLike = Mapping[str, str] | tuple[str, str] | t.ChatMessage
+MessageLike = Mapping[str, Any] | tuple[str, str] | t.ChatMessage
+ToolLike = Mapping[str, Any] | t.Tool  # t.Tool, or OpenAI's {"type": "function", "function": {...}}, or that function
 
 
 # -- requests ------------------------------------------------------------------------------------------------------
@@ -65,6 +66,8 @@ class GenerateParams(TypedDict, total=False):
     speculative: bool  # False opts this request out of the server's speculative decoding
     num_draft_tokens: int
     request_id: str
+    tools: Sequence[ToolLike]  # with chat messages; calls come back on the last chunk / in Output.tool_calls
+    tool_choice: str  # "auto" (default), "none", "required", or a tool's name (forced)
 
 
 # keyword -> (sub-message or "" for the top level, proto field name)
@@ -99,7 +102,7 @@ _REPEATED: dict[str, tuple[str, str]] = {
     "stop_token_ids": ("stopping", "stop_token_ids"),
     "choice": ("guided", "choice"),
 }
-_SPECIAL = {"text", "messages", "logit_bias", "stop", "json_schema", "speculative"}
+_SPECIAL = {"text", "messages", "logit_bias", "stop", "json_schema", "speculative", "tools", "tool_choice"}
 GENERATE_KEYWORDS = frozenset(_FIELDS) | frozenset(_REPEATED) | _SPECIAL
 
 
@@ -136,22 +139,60 @@ def generate_request(text: str | None = None, **params: Unpack[GenerateParams]) 
         msg.guided.json_schema = schema if isinstance(schema, str) else json.dumps(schema)
     if values.get("speculative") is False:
         msg.speculative.disable = True
+    if "tools" in values:
+        msg.tools.extend(tools(values["tools"]))
+    if "tool_choice" in values:
+        msg.tool_choice = values["tool_choice"]
     return msg
 
 
+def tools(items: Iterable[ToolLike]) -> list[pb.Tool]:
+    out = []
+    for i, x in enumerate(items):
+        if isinstance(x, t.Tool):
+            out.append(pb.Tool(name=x.name, description=x.description, parameters=x.parameters))
+            continue
+        fn = x.get("function", x) if isinstance(x, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+            raise TypeError(f"tools[{i}] must be a types.Tool or a {{'name', 'parameters'}} mapping (OpenAI's shape)")
+        params = fn.get("parameters")
+        out.append(pb.Tool(name=fn["name"], description=str(fn.get("description") or ""),
+                           parameters=params if isinstance(params, str) else json.dumps(params) if params else ""))
+    return out
+
+
+def _tool_call(c: Any) -> pb.ToolCall:
+    if isinstance(c, t.ToolCall):
+        return pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments)
+    fn = c.get("function", c)
+    args = fn.get("arguments", "{}")
+    return pb.ToolCall(id=str(c.get("id") or ""), name=fn["name"], arguments=args if isinstance(args, str) else json.dumps(args))
+
+
 def chat_messages(messages: Iterable[MessageLike]) -> list[pb.ChatMessage]:
-    """Accept {"role", "content"} mappings, (role, content) tuples or `types.ChatMessage`."""
+    """Accept {"role", "content"} mappings (with OpenAI's `tool_calls` / `tool_call_id`), (role, content) tuples or
+    `types.ChatMessage`."""
     out = []
     for i, m in enumerate(messages):
+        calls: Any = ()
+        call_id: Any = ""
         if isinstance(m, Mapping):
             role, content = m.get("role"), m.get("content")
+            calls, call_id = m.get("tool_calls") or (), m.get("tool_call_id") or ""
+            if content is None and calls:
+                content = ""  # an assistant turn that only calls tools
         elif isinstance(m, tuple) and len(m) == 2:
             role, content = m
         else:
             role, content = getattr(m, "role", None), getattr(m, "content", None)
+            calls, call_id = getattr(m, "tool_calls", ()), getattr(m, "tool_call_id", "")
         if not isinstance(role, str) or not isinstance(content, str):
             raise TypeError(f"messages[{i}] must be a {{'role', 'content'}} mapping or a (role, content) tuple of str")
-        out.append(pb.ChatMessage(role=role, content=content))
+        try:
+            proto_calls = [_tool_call(c) for c in calls]
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise TypeError(f"messages[{i}].tool_calls: each must be a types.ToolCall or OpenAI's shape") from exc
+        out.append(pb.ChatMessage(role=role, content=content, tool_calls=proto_calls, tool_call_id=str(call_id)))
     return out
 
 
@@ -200,6 +241,10 @@ def _prompt(p: pb.PromptInfo) -> t.PromptInfo:
     return t.PromptInfo(num_tokens=p.num_tokens, token_ids=tuple(p.token_ids), text=p.text)
 
 
+def _tool_calls(calls: Iterable[pb.ToolCall]) -> tuple[t.ToolCall, ...]:
+    return tuple(t.ToolCall(c.id, c.name, c.arguments) for c in calls)
+
+
 def _stop_token(m: pb.Output | pb.GenerateStreamResponse) -> int | None:
     return m.matched_stop_token_id if m.HasField("matched_stop_token_id") else None
 
@@ -214,6 +259,7 @@ def output(o: pb.Output) -> r.Output:
         logprobs=_logprobs(o.logprobs),
         matched_stop=o.matched_stop or None,
         matched_stop_token_id=_stop_token(o),
+        tool_calls=_tool_calls(o.tool_calls),
     )
 
 
@@ -230,6 +276,7 @@ def completion(resp: pb.GenerateResponse) -> r.Completion:
         logprobs=first.logprobs,
         matched_stop=first.matched_stop,
         matched_stop_token_id=first.matched_stop_token_id,
+        tool_calls=first.tool_calls,
         prompt=_prompt(resp.prompt) if resp.HasField("prompt") else None,
         timings=_timings(resp.timings) if resp.HasField("timings") else None,
     )
@@ -248,6 +295,7 @@ def stream_chunk(c: pb.GenerateStreamResponse) -> r.StreamChunk:
         usage=_usage(c.usage) if c.HasField("usage") else None,
         timings=_timings(c.timings) if c.HasField("timings") else None,
         prompt=_prompt(c.prompt) if c.HasField("prompt") else None,
+        tool_calls=_tool_calls(c.tool_calls),
     )
 
 

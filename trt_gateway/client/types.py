@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trt_gateway.types import Capabilities, PromptInfo, TokenLogprob, Usage
+from trt_gateway.types import Capabilities, PromptInfo, TokenLogprob, ToolCall, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,7 @@ class Output:
     logprobs: tuple[TokenLogprob, ...] = ()
     matched_stop: str | None = None  # the stop string that ended this output
     matched_stop_token_id: int | None = None  # the stop token (or EOS) that ended it
+    tool_calls: tuple[ToolCall, ...] = ()  # calls parsed from the text (requests with tools)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class Completion:
     logprobs: tuple[TokenLogprob, ...] = ()
     matched_stop: str | None = None
     matched_stop_token_id: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # those of outputs[0]
     prompt: PromptInfo | None = None  # when prompt_token_ids or echo was asked for
     timings: Timings | None = None
 
@@ -68,6 +70,7 @@ class StreamChunk:
     usage: Usage | None = None
     timings: Timings | None = None
     prompt: PromptInfo | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # on the output's last chunk
 
 
 @dataclass(frozen=True, slots=True)
