@@ -11,7 +11,7 @@ cuBLAS -> this kernel (`benchmarks/gemv_bench.py`; benchmarks/results/2026-11-23
     Llama-3-8B  q/k/v 6144 x 4096: 21.1 -> 20.4 us; o 4096 x 4096: 16.6 -> 13.7; gate/up 28672 x 4096: 83.1 -> 79.1;
                 down 4096 x 14336: 45.0 -> 42.1; lm_head 128256 x 4096: 381 -> 344 (3.06 TB/s)
     Qwen2-7B    q/k/v 4608 x 3584: 14.2 -> 13.2; o: 11.8 -> 10.9; gate/up: 98.0 -> 90.2; down: 55.9 -> 49.5
-A whole batch-1 step of the 8B model: 6.22 -> 5.88 ms per token (with the rotary kernel's K/V store; README).
+A whole batch-1 step of the 8B model: 6.22 -> 5.88 ms per token (with the rotary kernel's K/V store; H100; docs/performance.md).
 One fixed configuration (4 rows, 512 columns, 4 warps, 3 stages) is within 3 % of the best of 72 (`--sweep`) on
 average over those shapes and 10 % in the worst (8B q/k/v); a fixed one keeps the summation order, hence the output,
 the same on every run.
