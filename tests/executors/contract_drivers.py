@@ -1,47 +1,35 @@
 """One small driver per executor for the contract suite: how to configure it, what to set up around a test, and how
 to make its engine die. Everything else the suite does through the `Executor` contract only.
 
-Executors are built by name through the registry, so the suite does not depend on where their modules live. The two
-doubles (tests/trtllm/fake, tests/vllm/fake) are put first on sys.path here, as their own conftests do.
+Executors are built by name through the registry, so the suite does not depend on where their modules live. The
+TensorRT-LLM and vLLM doubles come from tests/doubles.py: the `driver` fixture gives a test a freshly reset one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from doubles import install, write_model
 
 import trt_gateway
 from trt_gateway.config import ExecutorConfig
 from trt_gateway.executors.base import Executor
 
-TESTS = Path(__file__).resolve().parents[1]
-for _fake_dir in (TESTS / "trtllm" / "fake", TESTS / "vllm" / "fake"):
-    if str(_fake_dir) not in sys.path:
-        sys.path.insert(0, str(_fake_dir))
+install("trtllm")
+install("vllm")
 
 MODEL = "contract-model"  # every executor serves its model under this name (served_name)
 DEMO_TARGET = Path(trt_gateway.__file__).resolve().parent / "assets" / "demo" / "target"
-
-
-def write_double_model(path: Path) -> str:
-    """A checkpoint directory both doubles accept (their tokenizer is bytes, built in)."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(
-        {"architectures": ["LlamaForCausalLM"], "vocab_size": 259, "max_position_embeddings": 512, "eos_token_id": 2}
-    ))
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2]}))
-    return str(path)
 
 
 class Driver:
     """The per-backend part of the contract suite. Subclasses override what differs."""
 
     name = ""  # the executor's name in the registry
+    double = ""  # the double's name in tests/doubles.py, if the executor runs over one
 
     def config(self, tmp_path: Path) -> ExecutorConfig:
         raise NotImplementedError
@@ -98,25 +86,18 @@ class NativeDriver(Driver):
 
 
 class TrtllmDriver(Driver):
-    name = "trtllm"
+    name = double = "trtllm"
 
     def config(self, tmp_path: Path) -> ExecutorConfig:
         options = {"stats_interval_s": 0.01, "stats_timeout_s": 0.01}
-        return ExecutorConfig(name=self.name, model=write_double_model(tmp_path / "m"), served_name=MODEL,
-                              options=options)
+        return ExecutorConfig(name=self.name, model=write_model(tmp_path / "m"), served_name=MODEL, options=options)
 
     @contextlib.contextmanager
     def around(self) -> Iterator[None]:
         from tensorrt_llm import _fake
 
-        _fake.reset()
         _fake.CONTROL.step_delay_s = 0.001  # the double's engine would otherwise run a whole request at once
-        try:
-            yield
-        finally:
-            for llm in _fake.CONTROL.llms:
-                llm.shutdown()
-            _fake.reset()
+        yield
 
     def kill(self, executor: Executor) -> None:
         from tensorrt_llm import _fake
@@ -126,29 +107,18 @@ class TrtllmDriver(Driver):
 
 
 class VllmDriver(Driver):
-    name = "vllm"
+    name = double = "vllm"
 
     def config(self, tmp_path: Path) -> ExecutorConfig:
-        return ExecutorConfig(name=self.name, model=write_double_model(tmp_path / "m"), served_name=MODEL,
+        return ExecutorConfig(name=self.name, model=write_model(tmp_path / "m"), served_name=MODEL,
                               options={"start_in_thread": False})
 
     @contextlib.contextmanager
     def around(self) -> Iterator[None]:
         from vllm import _fake
 
-        _fake.reset()
-        _fake.CONTROL.step_delay_s = 0.001
-        method = os.environ.get("VLLM_WORKER_MULTIPROC_METHOD")  # the executor sets it; keep tests apart
-        try:
-            yield
-        finally:
-            for engine in _fake.CONTROL.engines:
-                engine.shutdown()
-            _fake.reset()
-            if method is None:
-                os.environ.pop("VLLM_WORKER_MULTIPROC_METHOD", None)
-            else:
-                os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = method
+        _fake.CONTROL.step_delay_s = 0.001  # the double's engine would otherwise run a whole request at once
+        yield
 
     def kill(self, executor: Executor) -> None:
         from vllm import _fake

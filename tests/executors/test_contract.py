@@ -178,6 +178,16 @@ async def test_a_stop_string_is_held_back_and_cut(executor: Executor, include: b
     assert text_of(deltas) == text_of(full)[:at + len(stop) if include else at]
 
 
+async def test_text_held_back_for_a_stop_string_is_released_when_the_stream_ends(executor: Executor) -> None:
+    full = await run(executor, request())
+    text = text_of(full)
+    stop = text[-1] + "\u2603"  # the output's last character could start it until the stream ends
+    deltas = await run(executor, request(stopping=dataclasses.replace(RUN, stop=(stop,))))
+    assert finish_of(deltas).reason is FinishReason.LENGTH
+    assert (text_of(deltas), ids_of(deltas)) == (text, ids_of(full))  # nothing lost
+    assert deltas[-1].text.endswith(text[-1])  # held until the end
+
+
 # -- what a request may ask for --------------------------------------------------------------------------------------
 
 
