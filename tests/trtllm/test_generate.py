@@ -1,4 +1,6 @@
-"""Streaming, finish reasons, stop strings, logprobs, prompts and errors: the executor over the double, no server."""
+"""What is particular to the trtllm executor over the double, no server: parameter mapping, multi-token steps, stop
+strings TensorRT-LLM truncates after the fact, logprob shapes, prompts as submitted, errors, abort reaching TensorRT-LLM.
+What every executor must do alike is in tests/executors."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 
 import pytest
 from tensorrt_llm import _fake
-from trtllm_helpers import collect, ids_of, req, started, text_of
+from trtllm_helpers import collect, req, started, text_of
 
 from trt_gateway import errors
 from trt_gateway.executors.base import Health
@@ -69,17 +71,6 @@ async def test_defaults_leave_tensorrt_llm_defaults(executor: Any, control: Any)
 
 
 @pytest.mark.parametrize("include", [False, True])
-async def test_stop_token_id(executor: Any, control: Any, include: bool) -> None:
-    stop_id = enc("!")[0]
-    control.script = [enc("ab"), enc("c!d")]
-    deltas = await collect(executor, req(stopping=StoppingCriteria(stop_token_ids=(stop_id,), include_stop=include)))
-    finish = deltas[-1].finish
-    assert finish is not None and finish.reason is FinishReason.STOP_TOKEN and finish.matched_stop_token_id == stop_id
-    assert text_of(deltas) == ("abc!" if include else "abc")
-    assert ids_of(deltas)[-1] == (stop_id if include else enc("c")[0])
-
-
-@pytest.mark.parametrize("include", [False, True])
 async def test_stop_string_split_across_steps_never_leaks(executor: Any, control: Any, include: bool) -> None:
     # "lo" arrives first (a possible start of the stop), then " wor": the double, like TensorRT-LLM, truncates its
     # cumulative text after the fact, so its text_diff alone would have leaked "lo".
@@ -89,13 +80,6 @@ async def test_stop_string_split_across_steps_never_leaks(executor: Any, control
     assert text_of(deltas) == ("hello w" if include else "hel")
     finish = deltas[-1].finish
     assert finish is not None and finish.reason is FinishReason.STOP_STRING and finish.matched_stop == "lo w"
-
-
-async def test_held_back_text_is_released_at_eos(executor: Any, control: Any) -> None:
-    control.script = [enc("abc"), enc("st"), [_fake.EOS]]  # "st" could start "stop" until EOS says otherwise
-    deltas = await collect(executor, req(stopping=StoppingCriteria(stop=("stop",))))
-    assert [d.text for d in deltas] == ["abc", "", "st"]  # tokens go out at once, the text when it is safe
-    assert deltas[-1].finish.reason is FinishReason.STOP_TOKEN  # type: ignore[union-attr]
 
 
 async def test_logprobs_top_n(executor: Any, control: Any) -> None:
@@ -113,13 +97,6 @@ async def test_logprobs_as_floats(executor: Any, control: Any) -> None:
     (lp,) = [lp for d in deltas for lp in d.logprobs]
     assert (lp.token_id, lp.logprob, lp.top) == (enc("a")[0], -0.5, ())
     assert control.submissions[-1]["sampling_params"].logprobs == 1
-
-
-async def test_prompt_info_and_echo(executor: Any) -> None:
-    deltas = await collect(executor, req("hi", response=ResponseOptions(prompt_token_ids=True, echo=True)))
-    prompt = deltas[0].prompt
-    assert prompt is not None and prompt.text == "hi" and prompt.token_ids == (1, *enc("hi")) and prompt.num_tokens == 3
-    assert all(d.prompt is None for d in deltas[1:])
 
 
 async def test_token_ids_and_chat_prompts(executor: Any, control: Any) -> None:
@@ -153,47 +130,24 @@ async def test_request_rejected_by_tensorrt_llm_is_invalid_argument(model_dir: s
         await collect(executor, req("a long prompt"))
 
 
-async def test_unknown_model_and_duplicate_request_id(executor: Any, control: Any) -> None:
-    with pytest.raises(errors.NotFound):
-        await collect(executor, req(model="other"))
-    control.step_delay_s = 0.01
-    gen = executor.generate(req(stopping=StoppingCriteria(ignore_eos=True, max_tokens=100)))
-    await gen.__anext__()
-    with pytest.raises(errors.AlreadyExists):
-        await collect(executor, req())
-    await gen.aclose()
-
-
 # -- abort and errors ----------------------------------------------------------------------------------------------
 
 
-async def test_abort_ends_with_cancelled(executor: Any, control: Any) -> None:
+async def test_every_early_end_aborts_the_tensorrt_llm_request(executor: Any, control: Any) -> None:
+    # abort(), closing the stream (the server on cancel, deadline or disconnect) and cancelling the consumer each call
+    # RequestOutput.abort(), which reaches the engine's abort_request. Double requests are numbered 1, 2, 3.
     control.step_delay_s = 0.005
-    deltas = []
-    async for delta in executor.generate(req(stopping=StoppingCriteria(ignore_eos=True, max_tokens=500))):
-        deltas.append(delta)
-        if len(deltas) == 3:
-            assert await executor.abort("r1") is True
-    finish = deltas[-1].finish
-    assert finish is not None and finish.reason is FinishReason.CANCELLED and finish.usage.completion_tokens < 500
-    assert control.abort_calls == [1] and control.aborted == [1]
-    assert await executor.abort("r1") is False and await executor.abort("never") is False
-
-
-async def test_closing_the_stream_aborts_the_request(executor: Any, control: Any) -> None:
-    control.step_delay_s = 0.005
-    gen = executor.generate(req(stopping=StoppingCriteria(ignore_eos=True, max_tokens=500)))
-    await gen.__anext__()
-    await gen.aclose()  # what the server does on client cancel, deadline or disconnect
-    assert control.abort_calls == [1]
-    assert executor._requests == {}
-
-
-async def test_task_cancellation_aborts_the_request(executor: Any, control: Any) -> None:
-    control.step_delay_s = 0.005
+    long = StoppingCriteria(ignore_eos=True, max_tokens=500)
+    aborted = executor.generate(req(stopping=long, request_id="a"))
+    await aborted.__anext__()
+    assert await executor.abort("a") is True
+    assert [d async for d in aborted][-1].finish.reason is FinishReason.CANCELLED  # type: ignore[union-attr]
+    closed = executor.generate(req(stopping=long, request_id="b"))
+    await closed.__anext__()
+    await closed.aclose()
 
     async def consume() -> None:
-        async for _ in executor.generate(req(stopping=StoppingCriteria(ignore_eos=True, max_tokens=500))):
+        async for _ in executor.generate(req(stopping=long, request_id="c")):
             pass
 
     task = asyncio.create_task(consume())
@@ -201,7 +155,8 @@ async def test_task_cancellation_aborts_the_request(executor: Any, control: Any)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert control.abort_calls == [1]
+    assert control.abort_calls == [1, 2, 3] and control.aborted == [1, 2, 3]
+    assert executor._requests == {}
 
 
 async def test_request_error_fails_one_request(executor: Any, control: Any) -> None:
@@ -211,15 +166,6 @@ async def test_request_error_fails_one_request(executor: Any, control: Any) -> N
     with pytest.raises(errors.Internal, match="bad request"):
         await collect(executor, req())
     assert executor.health() is Health.SERVING
-
-
-async def test_executor_error_is_fatal(executor: Any, control: Any) -> None:
-    from tensorrt_llm.executor import CppExecutorError
-
-    control.fail_after_steps, control.step_error = 1, CppExecutorError("device lost")
-    with pytest.raises(errors.EngineDead):
-        await collect(executor, req())
-    assert executor.health() is Health.DEAD
 
 
 async def test_engine_gone_is_dead(executor: Any) -> None:

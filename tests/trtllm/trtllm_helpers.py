@@ -7,20 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from doubles import write_model  # noqa: F401  (the tests here import it from this module)
+
 from trt_gateway.config import ExecutorConfig, from_mapping
 from trt_gateway.executors.trtllm import TrtllmExecutor
 from trt_gateway.types import GenerateRequest, Prompt, TokenDelta
 
 FAST = {"stats_interval_s": 0.01, "stats_timeout_s": 0.01}
-
-
-def write_model(path: Path) -> str:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(
-        {"architectures": ["LlamaForCausalLM"], "vocab_size": 259, "max_position_embeddings": 512, "eos_token_id": 2}
-    ))
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2]}))
-    return str(path)
 
 
 def write_adapter(root: Path, name: str, r: int = 8, modules: Sequence[str] = ("q_proj", "v_proj"),

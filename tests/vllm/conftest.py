@@ -1,30 +1,20 @@
-"""The vllm executor's tests run against the `vllm` test double in ./fake, put first on sys.path here."""
+"""The vllm executor's tests run against the `vllm` test double in ./fake (tests/doubles.py)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from doubles import install, vllm_control, write_model  # noqa: F401  (vllm_control: a fixture)
 
-FAKE = Path(__file__).resolve().parent / "fake"
-if str(FAKE) not in sys.path:
-    sys.path.insert(0, str(FAKE))
-
-from vllm import _fake  # noqa: E402  (needs the path above)
-from vllm_helpers import write_model  # noqa: E402
+install("vllm")
 
 
 @pytest.fixture(autouse=True)
-def control(monkeypatch: pytest.MonkeyPatch) -> Iterator[_fake.Control]:
+def control(request: pytest.FixtureRequest) -> Any:
     """A fresh scripted model per test; every engine the test built is shut down afterwards."""
-    _fake.reset()
-    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)  # the executor sets it; keep tests apart
-    yield _fake.CONTROL
-    for engine in _fake.CONTROL.engines:
-        engine.shutdown()
-    _fake.reset()
+    return request.getfixturevalue("vllm_control")
 
 
 @pytest.fixture

@@ -64,12 +64,6 @@ async def test_abort_while_the_consumer_is_busy(executor: Any, control: Any, fin
     assert len(engine_ids(control, "r1")) == 1
 
 
-async def test_abort_of_unknown_or_finished_requests(executor: Any) -> None:
-    assert await executor.abort("nope") is False
-    deltas = [d async for d in executor.generate(req("ab"))]
-    assert deltas[-1].finish is not None and await executor.abort("r1") is False
-
-
 async def test_closing_the_stream_aborts_the_vllm_request(executor: Any, control: Any) -> None:
     stream = executor.generate(req("abcdefgh", stopping=LONG))
     await stream.__anext__()
@@ -105,10 +99,3 @@ async def test_a_real_cancel_racing_an_abort_still_cancels(executor: Any, contro
     assert not executor._requests
 
 
-async def test_shutdown_aborts_running_requests(executor: Any, control: Any) -> None:
-    stream = executor.generate(req("abcdefgh", stopping=LONG))
-    await stream.__anext__()
-    await executor.shutdown()
-    rest = [d async for d in stream]
-    assert rest[-1].finish is not None and rest[-1].finish.reason is FinishReason.CANCELLED
-    assert control.engines[-1].errored

@@ -1,5 +1,6 @@
-"""Streaming, finish and stop reasons, stop strings, logprobs, prompts, usage and errors: the executor over the
-double, no server."""
+"""What is particular to the vllm executor over the double, no server: parameter mapping, multi-token steps (EOS kept in
+token_ids), the engine stopping at a stop string, logprob shapes, prompts as submitted, prefix-cache usage, merged
+deltas, priority and vLLM's errors. What every executor must do alike is in tests/executors."""
 
 from __future__ import annotations
 
@@ -86,32 +87,6 @@ async def test_stop_string_is_held_back_and_cut(executor: Any, control: Any) -> 
     assert not control.engines[-1].engine_core.requests  # the engine stopped generating at the stop string
 
 
-async def test_stop_string_included(executor: Any, control: Any) -> None:
-    control.script = [enc("ab#"), enc("##c")]
-    deltas = await collect(executor, req(stopping=StoppingCriteria(stop=("###",), include_stop=True)))
-    assert text_of(deltas) == "ab###"
-    assert deltas[-1].finish.matched_stop == "###"  # type: ignore[union-attr]
-
-
-async def test_held_back_text_is_released_at_another_finish(executor: Any, control: Any) -> None:
-    control.script = [enc("ab"), enc("c#"), [*enc("#"), _fake.EOS]]
-    deltas = await collect(executor, req(stopping=StoppingCriteria(stop=("###",))))
-    assert text_of(deltas) == "abc##" and deltas[-1].finish.reason is FinishReason.STOP_TOKEN  # type: ignore[union-attr]
-
-
-async def test_stop_token_id(executor: Any, control: Any) -> None:
-    control.script = [enc("a"), enc("b"), enc("c")]
-    deltas = await collect(executor, req(stopping=StoppingCriteria(stop_token_ids=(enc("b")[0],))))
-    finish = deltas[-1].finish
-    assert finish is not None and (finish.reason, finish.matched_stop_token_id) == (FinishReason.STOP_TOKEN, enc("b")[0])
-    assert text_of(deltas) == "a" and ids_of(deltas) == enc("ab")  # the stop token is no text
-
-
-async def test_length(executor: Any) -> None:
-    deltas = await collect(executor, req("abcdef", stopping=StoppingCriteria(max_tokens=2)))
-    assert text_of(deltas) == "ab" and deltas[-1].finish.reason is FinishReason.LENGTH  # type: ignore[union-attr]
-
-
 async def test_logprobs_and_top_logprobs(executor: Any, control: Any) -> None:
     deltas = await collect(executor, req("ab", response=ResponseOptions(logprobs=True, top_logprobs=3)))
     assert control.submissions[-1]["params"].logprobs == 3
@@ -126,13 +101,6 @@ async def test_logprobs_of_the_sampled_token_only(executor: Any, control: Any) -
     deltas = await collect(executor, req("ab", response=ResponseOptions(logprobs=True)))
     assert control.submissions[-1]["params"].logprobs == 0
     assert all(lp.top == () for d in deltas for lp in d.logprobs) and len(deltas[0].logprobs) == 1
-
-
-async def test_prompt_ids_and_echo(executor: Any) -> None:
-    deltas = await collect(executor, req("hi", response=ResponseOptions(prompt_token_ids=True, echo=True)))
-    prompt = deltas[0].prompt
-    assert prompt is not None and prompt.token_ids == (_fake.BOS, *enc("hi")) and prompt.text == "hi"
-    assert prompt.num_tokens == 3 and all(d.prompt is None for d in deltas[1:])
 
 
 async def test_token_id_and_chat_prompts(executor: Any, control: Any) -> None:
@@ -200,24 +168,6 @@ async def test_request_errors(executor: Any, control: Any) -> None:
         await collect(executor, req(request_id="err"))
     assert executor.health() is Health.SERVING and not executor._requests
     assert len(await collect(executor, req(request_id="ok"))) > 1  # the engine still serves
-
-
-async def test_duplicate_request_id(executor: Any, control: Any) -> None:
-    control.step_delay_s = 0.01
-    first = executor.generate(req(stopping=StoppingCriteria(max_tokens=50, ignore_eos=True)))
-    await first.__anext__()
-    with pytest.raises(errors.AlreadyExists):
-        await collect(executor, req())
-    await first.aclose()
-
-
-async def test_engine_death_is_fatal(executor: Any, control: Any) -> None:
-    control.fail_after_steps = 2
-    with pytest.raises(errors.EngineDead):
-        await collect(executor, req("abcdef"))
-    assert executor.health() is Health.DEAD
-    with pytest.raises(errors.EngineDead):
-        await collect(executor, req(request_id="r2"))
 
 
 async def test_shutdown(executor: Any, control: Any) -> None:

@@ -172,11 +172,3 @@ class BlockManager:
             block.reset()
         block.ref_count = 1
         return block_id
-
-    def reset_prefix_cache(self) -> None:
-        """Forget all cached content held by no sequence (e.g. after weights change)."""
-        for block_id in self.free:
-            block = self.blocks[block_id]
-            if block.hash is not None and self.cached.get(block.hash) == block_id:
-                del self.cached[block.hash]
-            block.reset()

@@ -48,10 +48,6 @@ class Admission:
     def queued(self) -> int:
         return sum(1 for w in self._waiters if not w.future.done())
 
-    @property
-    def queued_tokens(self) -> int:
-        return self._queued_tokens
-
     def close(self) -> None:
         """Refuse new requests from now on (draining); waiting ones keep their place."""
         self._closed = True

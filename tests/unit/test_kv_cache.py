@@ -6,7 +6,7 @@ import torch
 from engine_helpers import needs_cuda
 
 from trt_gateway.engine.engine_config import EngineConfig
-from trt_gateway.engine.kv_cache import SURPLUS_FACTOR, bytes_per_block, num_kv_blocks
+from trt_gateway.engine.kv_cache import SURPLUS_FACTOR, activation_bytes, bytes_per_block, num_kv_blocks
 from trt_gateway.engine.model_config import parse_model_config
 
 CFG = parse_model_config(
@@ -48,9 +48,26 @@ def test_huge_budgets_are_capped_at_the_surplus_factor():
 @needs_cuda
 def test_cuda_budget_is_a_fraction_of_free_memory():
     device = torch.device("cuda")
-    # ~8 MB of an 80 GB GPU: small enough that neither the activation estimate nor the surplus cap decides
-    config = EngineConfig(model="x", gpu_memory_utilization=1e-4, max_num_seqs=128)
+    per_block = bytes_per_block(CFG, 16, torch.bfloat16)
+    cap = SURPLUS_FACTOR * 128 * 4  # 128 sequences of 4 blocks, times the surplus factor
+    estimate = activation_bytes(EngineConfig(model="x", max_num_seqs=128), CFG, torch.bfloat16, max_model_len=64)
+    free, _ = torch.cuda.mem_get_info(device)  # first: the CUDA context this creates takes memory too
+    # The fraction of this card's free memory that leaves half the cap's blocks after the activation estimate: on any
+    # card, neither the estimate nor the cap decides the count.
+    fraction = (estimate + cap // 2 * per_block) / free
+    config = EngineConfig(model="x", gpu_memory_utilization=fraction, max_num_seqs=128)
     blocks = num_kv_blocks(config, CFG, device, torch.bfloat16, max_model_len=64)
-    free, _ = torch.cuda.mem_get_info(device)
-    assert 0 < blocks < SURPLUS_FACTOR * 128 * 4
-    assert blocks * bytes_per_block(CFG, 16, torch.bfloat16) <= 1e-4 * free
+    after, _ = torch.cuda.mem_get_info(device)
+
+    def budget_rule(free_bytes: int) -> int:  # kv_cache: fraction x free - activations, in whole blocks
+        return (int(free_bytes * fraction) - estimate) // per_block
+
+    low, high = sorted((free, after))  # another process may take or give back memory meanwhile
+    assert budget_rule(low) <= blocks <= budget_rule(high)
+    assert 0 < blocks < cap
+
+
+@needs_cuda
+def test_cuda_budget_is_capped_at_the_surplus_factor():
+    config = EngineConfig(model="x", gpu_memory_utilization=1.0, max_num_seqs=128)
+    assert num_kv_blocks(config, CFG, torch.device("cuda"), torch.bfloat16, max_model_len=64) == SURPLUS_FACTOR * 128 * 4

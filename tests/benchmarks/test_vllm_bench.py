@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FAKE = Path(__file__).resolve().parent / "fake"
+FAKE = ROOT / "tests" / "vllm" / "fake"
 SMALL = ["--requests", "12", "--concurrency", "6", "--channels", "2", "--input-len", "6", "--output-len", "5",
          "--itl-tokens", "9", "--itl-repeats", "2", "--max-model-len", "64", "--max-num-seqs", "8"]
 
