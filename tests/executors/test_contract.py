@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from contract_drivers import DRIVERS, MODEL, Driver
@@ -39,15 +40,17 @@ LONG = StoppingCriteria(max_tokens=500, ignore_eos=True)  # runs until the test 
 FAILED = pytest.fail.Exception  # what pytest.raises raises when nothing was raised
 
 
-def disagrees(**known: tuple[str, type[BaseException]]) -> pytest.MarkDecorator:
+def disagrees(**known: tuple[Any, ...]) -> pytest.MarkDecorator:
     """Run on every executor; each one named fails this contract point today, for that reason and with that
-    exception (anything else is a real failure, and so is agreeing: the mark is strict)."""
+    exception (anything else is a real failure, and so is agreeing: the mark is strict, unless a third element says
+    the failure is a race that does not happen every run)."""
 
     def param(name: str) -> object:
         if name not in known:
             return name
-        reason, raises = known[name]
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason, raises=raises))
+        reason, raises, *race = known[name]
+        strict = not (race and race[0] == "race")
+        return pytest.param(name, marks=pytest.mark.xfail(strict=strict, reason=reason, raises=raises))
 
     return pytest.mark.parametrize("driver", [param(name) for name in sorted(DRIVERS)], indirect=True)
 
@@ -286,8 +289,6 @@ async def test_abort_ends_the_stream_with_cancelled(executor: Executor) -> None:
     assert await executor.abort("r1") is False  # idempotent: it is over
 
 
-@disagrees(native=("closing NativeExecutor.generate leaves the engine's own stream open: the request stays registered "
-                   "(abort() says True) until the garbage collector finalises that stream", AssertionError))
 async def test_closing_the_stream_frees_the_request(executor: Executor) -> None:
     stream = executor.generate(request(stopping=LONG))
     await anext(stream)
@@ -297,8 +298,6 @@ async def test_closing_the_stream_frees_the_request(executor: Executor) -> None:
     assert finish_of(again).reason is FinishReason.LENGTH and len(ids_of(again)) == 4
 
 
-@disagrees(native=("the engine keys a pending abort by request id: a new request reusing the id of one just "
-                   "cancelled is cancelled with it when both reach the engine thread in one step", AssertionError))
 async def test_cancelling_the_consumer_frees_the_request(executor: Executor) -> None:
     started = asyncio.Event()
 
@@ -341,7 +340,8 @@ async def test_a_dead_engine_refuses_every_request(executor: Executor, driver: D
 @disagrees(native=("a stream still running at shutdown fails with UNAVAILABLE instead of ending CANCELLED",
                    errors.Unavailable),
            trtllm=("a stream still running at shutdown never ends over the double: the executor aborts it, then "
-                   "shuts TensorRT-LLM down before it answers the abort", TimeoutError))
+                   "shuts TensorRT-LLM down before it answers the abort (a race: some runs it answers in time)",
+                   TimeoutError, "race"))
 async def test_shutdown_ends_running_streams_cancelled(executor: Executor) -> None:
     stream = executor.generate(request(stopping=LONG))
     head = await anext(stream)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from trt_gateway import errors, validation
 from trt_gateway.engine import structured_output
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.input_processor import EngineRequest, InputProcessor
-from trt_gateway.engine.llm_engine import LLMEngine
+from trt_gateway.engine.llm_engine import LLMEngine, StepOutput
 from trt_gateway.engine.output_processor import OutputProcessor, OutputState
 from trt_gateway.engine.stats import EngineStats
 from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, TokenDelta
@@ -58,11 +58,18 @@ class EngineFacts:
 
 @dataclass(eq=False)
 class _Request:
-    """One request in flight. The loop writes `queue`'s consumer side; the engine thread owns `out`."""
+    """One request in flight. The loop reads `queue`; the engine thread owns `out`.
+
+    Aborts name these objects, not request ids: an id is free for reuse as soon as its stream is closed, so a new
+    request may carry the id of one whose abort has not reached the engine yet."""
 
     prepared: EngineRequest
     out: OutputState
     queue: asyncio.Queue[TokenDelta | BaseException]
+
+    @property
+    def request_id(self) -> str:
+        return self.prepared.request.request_id
 
 
 class AsyncEngine:
@@ -78,8 +85,11 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._cv = threading.Condition()
         self._incoming: list[_Request] = []  # guarded by _cv
-        self._aborts: list[str] = []  # guarded by _cv
-        self._requests: dict[str, _Request] = {}  # request id -> state; written by the loop, read by the thread
+        self._aborts: list[_Request] = []  # guarded by _cv
+        self._requests: dict[str, _Request] = {}  # request id -> state; the loop's: whose stream is open
+        # request id -> state, the engine thread's: whose sequence is in the engine. The two differ when an id is
+        # reused: the closed stream's sequence may still run a step, and its tokens must not reach the new stream.
+        self._running: dict[str, _Request] = {}
         self._stopping = False
         self.error: BaseException | None = None  # set when the engine died
 
@@ -144,7 +154,7 @@ class AsyncEngine:
 
     # -- requests (event loop) ------------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[TokenDelta, None]:
         """Stream one request's deltas; the last carries `finish`. Raises a GatewayError for this request only, or
         EngineDead when the engine is gone."""
         inputs = self._started()
@@ -177,19 +187,21 @@ class AsyncEngine:
                 if finished:
                     return
         finally:
-            self._requests.pop(rid, None)
+            if self._requests.get(rid) is state:
+                del self._requests[rid]
             if not finished:  # cancelled or closed early: free the KV blocks at the next step
-                self._abort_in_engine(rid)
+                self._abort_in_engine(state)
 
     async def abort(self, request_id: str) -> bool:
-        if request_id not in self._requests:
+        state = self._requests.get(request_id)
+        if state is None:
             return False
-        self._abort_in_engine(request_id)
+        self._abort_in_engine(state)
         return True
 
-    def _abort_in_engine(self, request_id: str) -> None:
+    def _abort_in_engine(self, state: _Request) -> None:
         with self._cv:
-            self._aborts.append(request_id)
+            self._aborts.append(state)
             self._cv.notify()
 
     async def tokenize(
@@ -256,9 +268,16 @@ class AsyncEngine:
         outputs = self._outputs
         assert outputs is not None
         deliveries: list[tuple[_Request, TokenDelta | BaseException]] = []
+        # 1. Aborts first, applied now: a request reusing an aborted one's id may be among the incoming.
+        stopping = [state for state in aborts if self._running.get(state.request_id) is state]
+        for state in stopping:
+            engine.abort(state.request_id)
+        if stopping:
+            self._route(engine.apply_pending(), deliveries)  # an Abort RPC's consumer still waits for its finish
+        # 2. New requests; one aborted before it ever reached the engine just ends.
         aborted = set(aborts)
         for state in incoming:
-            if state.prepared.request.request_id in aborted:  # cancelled before it ever reached the engine
+            if state in aborted:
                 state.prepared.release()
                 deliveries.append((state, outputs.cancelled(state.out)))
                 continue
@@ -267,22 +286,31 @@ class AsyncEngine:
             except errors.GatewayError as exc:
                 deliveries.append((state, exc))
                 continue
+            self._running[state.request_id] = state
             response = state.prepared.request.response
             if response.prompt_token_ids or response.echo:
                 deliveries.append((state, outputs.prompt_delta(state.out)))
-        for rid in aborts:
-            engine.abort(rid)
-        for out in engine.step():
-            owner = self._requests.get(out.request_id)
-            if owner is None or owner.out.done:
-                continue  # the consumer is gone, or a stop string already ended it
-            delta = outputs.process(owner.out, out)
-            if delta is not None:
-                deliveries.append((owner, delta))
+        # 3. One step.
+        self._route(engine.step(), deliveries)
         if deliveries:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_deliver, deliveries)
         return True
+
+    def _route(self, step_outputs: list[StepOutput], deliveries: list[tuple[_Request, Any]]) -> None:
+        """Each output to the request whose sequence produced it (not whatever stream now holds its id)."""
+        assert self._outputs is not None
+        for out in step_outputs:
+            owner = self._running.get(out.request_id)
+            if owner is None:
+                continue
+            if out.finished:
+                del self._running[out.request_id]
+            if owner.out.done or self._requests.get(out.request_id) is not owner:
+                continue  # a stop string already ended it, or its stream is closed
+            delta = self._outputs.process(owner.out, out)
+            if delta is not None:
+                deliveries.append((owner, delta))
 
     def _fail_all(self, error: BaseException) -> None:
         for state in list(self._requests.values()):

@@ -245,7 +245,7 @@ class LLMEngine:
 
     # -- the step -----------------------------------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
-        outputs = self._apply_pending()
+        outputs = self.apply_pending()
         if self._inflight is not None:
             scheduled, launched = self._inflight
             self._inflight = None
@@ -290,7 +290,9 @@ class LLMEngine:
             # The next step is scheduled the ordinary way instead (blocks taken for it stay with their sequences).
             logger.warning("launching the next decode step ran out of memory; scheduling it again")
 
-    def _apply_pending(self) -> list[StepOutput]:
+    def apply_pending(self) -> list[StepOutput]:
+        """Apply the aborts and finishes queued since the last step (step() does this first; the driving thread may
+        call it between steps to free a request id at once). Returns the final outputs of the requests it ended."""
         outputs = []
         while self._pending:
             request_id, reason = self._pending.popleft()

@@ -15,6 +15,7 @@ LoRA is on when adapter roots are configured (adapters can only be loaded from u
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -173,8 +174,11 @@ class NativeExecutor(Executor):
         return await self._front(model).tokenize(text=text, messages=messages, add_special_tokens=add_special_tokens)
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        async for delta in self._front(request.model).generate(request):
-            yield delta
+        # aclosing: closing this stream must close the front's at once (which aborts the request), not whenever the
+        # garbage collector finalises it.
+        async with contextlib.aclosing(self._front(request.model).generate(request)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     async def abort(self, request_id: str) -> bool:
         return self.front is not None and await self.front.abort(request_id)
