@@ -10,14 +10,18 @@ Load/Unload/List, and two rules keep those caches correct:
   engines' own errors about bad adapters come late and vague.
 
 Residency is reported honestly: an adapter in use by a running request is on the GPU; otherwise the gateway cannot
-see whether the engine still caches it, so it reports DISK ("registered; loaded on use").
+see whether the engine still caches it, so it reports DISK ("registered; loaded on use"), or what a subclass that
+knows more says (vllm/lora.py: CPU once vLLM loaded it ahead of use).
+
+A request holds its adapter through `pinned(...)` from submission to its end, so that Unload refuses it meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,14 @@ class Adapter:
     rank: int
     alpha: float
     target_modules: tuple[str, ...]  # HF module names, as in adapter_config.json
+
+    def lora_request(self, cls: Any) -> Any:
+        """The engine's `LoRARequest` for this adapter (TensorRT-LLM's and vLLM's take the same keywords). Its own
+        checks (the path exists, the id is positive) failing mean this adapter cannot be served any more."""
+        try:
+            return cls(lora_name=self.name, lora_int_id=self.int_id, lora_path=self.path)
+        except (ValueError, AssertionError) as exc:  # vLLM checks with assert in __post_init__
+            raise errors.FailedPrecondition(f"adapter {self.name!r}: {exc}", field="adapter") from exc
 
 
 def read_adapter_config(path: str, field: str = "path") -> dict[str, Any]:
@@ -73,6 +85,9 @@ class AdapterRegistry:
         self._active: dict[str, int] = {}
         self._ids = itertools.count(1)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._adapters
+
     def load(self, name: str, path: str) -> Adapter:
         existing = self._adapters.get(name)
         if existing is not None:
@@ -98,14 +113,15 @@ class AdapterRegistry:
         self._adapters[name] = adapter
         return adapter
 
-    def unload(self, name: str) -> None:
+    def unload(self, name: str) -> Adapter:
+        """Forget an adapter no request holds; the engine may drop it by the returned adapter's id."""
         if name not in self._adapters:
             raise errors.NotFound(f"adapter {name!r} is not loaded", field="name")
         if self._active.get(name):
             raise errors.FailedPrecondition(
                 f"adapter {name!r} is in use by {self._active[name]} request(s); retry when they finish", field="name"
             )
-        del self._adapters[name]
+        return self._adapters.pop(name)
 
     def acquire(self, name: str) -> Adapter:
         adapter = self._adapters.get(name)
@@ -126,7 +142,7 @@ class AdapterRegistry:
         return [
             AdapterInfo(
                 name=a.name, path=a.path, model=self.model, rank=a.rank, alpha=a.alpha, target_modules=a.target_modules,
-                residency=Residency.GPU if self._active.get(a.name) else Residency.DISK,
+                residency=Residency.GPU if self._active.get(a.name) else self._idle_residency(a.name),
                 active_requests=self._active.get(a.name, 0),
             )
             for a in self._adapters.values()
@@ -134,3 +150,22 @@ class AdapterRegistry:
 
     def info(self, adapter: Adapter) -> AdapterInfo:
         return next(i for i in self.infos() if i.name == adapter.name)
+
+    def _idle_residency(self, name: str) -> Residency:
+        """Where an adapter no request uses is, as far as the gateway can tell."""
+        return Residency.DISK
+
+
+@contextlib.contextmanager
+def pinned(registry: AdapterRegistry | None, name: str | None) -> Iterator[Adapter | None]:
+    """The adapter a request names (None: the base model), acquired for as long as the request runs."""
+    if not name:
+        yield None
+        return
+    if registry is None:
+        raise errors.Unimplemented("adapter: LoRA is off (no adapter roots configured)", field="adapter")
+    adapter = registry.acquire(name)
+    try:
+        yield adapter
+    finally:  # finished, failed, or closed by the server on cancel/deadline/disconnect
+        registry.release(name)

@@ -1,7 +1,7 @@
-"""The `trtllm` executor: TensorRT-LLM's `LLM` API behind the Executor contract (executor.py has the numbered steps).
+"""The `trtllm` executor: TensorRT-LLM's `LLM` API behind the Executor contract (executor.py says how).
 
-Modules by role: `options` (the options schema), `api` (finding TensorRT-LLM, LLM kwargs), `params` (request ->
-SamplingParams), `stream` (outputs -> deltas), `stats` (iteration-stats gauges), `executor` (the Executor).
+The entry point `trt_gateway.executors.trtllm:TrtllmExecutor.from_config` names this package, so it re-exports the
+executor class.
 """
 
 from trt_gateway.executors.trtllm.executor import TrtllmExecutor

@@ -1,15 +1,14 @@
 """TensorRT-LLM, found and configured: import with a clear install hint, feature detection, and the `LLM(...)` kwargs.
 
-Nothing pins a version. What exists is asked of the installed package: config classes by `getattr` on
-`tensorrt_llm.llmapi`, `generate_async` keywords by `inspect.signature`, `SamplingParams` fields by `dataclasses.fields`,
-and LLM arguments by the pydantic `model_fields` of `TorchLlmArgs` / `TrtLlmArgs` (shared/reference/trtllm_api.md §1, §14).
+Nothing pins a version. What exists is asked of the installed package (executors/engine_probe.py): config classes by
+`getattr` on `tensorrt_llm.llmapi`, `generate_async` keywords by `inspect.signature`, `SamplingParams` fields by
+`dataclasses.fields`, and LLM arguments by the pydantic `model_fields` of `TorchLlmArgs` / `TrtLlmArgs`
+(shared/reference/trtllm_api.md §1, §14).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import inspect
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,9 @@ from types import ModuleType
 from typing import Any
 
 from trt_gateway.config import ConfigError, ExecutorConfig
-from trt_gateway.executors.trtllm.options import DEFAULT, SPEC_KINDS, WHERE, SpeculativeSpec, TrtllmOptions
+from trt_gateway.executors import engine_probe as probe
+from trt_gateway.executors.option_table import WHERE
+from trt_gateway.executors.trtllm.options import DEFAULT, SPEC_KINDS, SpeculativeSpec, TrtllmOptions
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,6 @@ class TrtApi:
     request_errors: tuple[type[BaseException], ...]
 
 
-def _optional(module: str, name: str) -> Any:
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-
-
-def _first(candidates: Sequence[tuple[str, str]]) -> Any:
-    return next((obj for obj in (_optional(m, n) for m, n in candidates) if obj is not None), None)
-
-
 def load_api(backend: str) -> TrtApi:
     try:
         trt = importlib.import_module("tensorrt_llm")
@@ -66,37 +56,31 @@ def load_api(backend: str) -> TrtApi:
     except ImportError as exc:
         raise ConfigError(INSTALL_HINT.format(exc=exc)) from exc
     if backend == "tensorrt":
-        llm_cls = _optional("tensorrt_llm._tensorrt_engine", "LLM")
+        llm_cls = probe.optional("tensorrt_llm._tensorrt_engine", "LLM")
         if llm_cls is None:
             raise ConfigError(f"{WHERE}.backend 'tensorrt': tensorrt_llm._tensorrt_engine.LLM is not importable")
         args_cls = getattr(llmapi, "TrtLlmArgs", None)
     else:
         llm_cls, args_cls = trt.LLM, getattr(llmapi, "TorchLlmArgs", None)
     sp_cls = getattr(trt, "SamplingParams", None) or llmapi.SamplingParams
-    fields = getattr(args_cls, "model_fields", None)
     return TrtApi(
         version=str(getattr(trt, "__version__", "unknown")),
         backend=backend,
         llm_cls=llm_cls,
         llmapi=llmapi,
         sampling_params_cls=sp_cls,
-        guided_cls=_first([("tensorrt_llm.llmapi", "GuidedDecodingParams"),
-                           ("tensorrt_llm.sampling_params", "GuidedDecodingParams")]),
-        lora_request_cls=_first([("tensorrt_llm.executor.request", "LoRARequest"),
-                                 ("tensorrt_llm.executor", "LoRARequest")]),
-        lora_config_cls=_first([("tensorrt_llm.lora_helper", "LoraConfig"), ("tensorrt_llm.lora_manager", "LoraConfig")]),
-        llm_fields=frozenset(fields) if isinstance(fields, Mapping) else None,
-        generate_params=frozenset(inspect.signature(llm_cls.generate_async).parameters),
-        sampling_fields=_init_fields(sp_cls),
-        fatal_errors=tuple(e for e in [_optional("tensorrt_llm.executor", "CppExecutorError")] if e),
-        request_errors=tuple(e for e in [getattr(llmapi, "RequestError", None)] if e),
+        guided_cls=probe.first([("tensorrt_llm.llmapi", "GuidedDecodingParams"),
+                                ("tensorrt_llm.sampling_params", "GuidedDecodingParams")]),
+        lora_request_cls=probe.first([("tensorrt_llm.executor.request", "LoRARequest"),
+                                      ("tensorrt_llm.executor", "LoRARequest")]),
+        lora_config_cls=probe.first([("tensorrt_llm.lora_helper", "LoraConfig"),
+                                     ("tensorrt_llm.lora_manager", "LoraConfig")]),
+        llm_fields=probe.fields_of(args_cls),
+        generate_params=probe.keywords(llm_cls.generate_async),
+        sampling_fields=probe.init_fields(sp_cls),
+        fatal_errors=probe.present(probe.optional("tensorrt_llm.executor", "CppExecutorError")),
+        request_errors=probe.present(getattr(llmapi, "RequestError", None)),
     )
-
-
-def _init_fields(cls: type) -> frozenset[str]:
-    if dataclasses.is_dataclass(cls):
-        return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
-    return frozenset(p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs"))
 
 
 def llm_kwargs(
@@ -107,24 +91,16 @@ def llm_kwargs(
     lora_modules: Sequence[str] | None,
 ) -> dict[str, Any]:
     """Keyword arguments for `LLM(...)`. `lora_modules` is None when LoRA is off, else the target modules."""
-    kwargs: dict[str, Any] = {"model": config.model, "tensor_parallel_size": opts.tensor_parallel_size}
+    known = _known(api)
+    kwargs: dict[str, Any] = {"model": config.model}
     wanted: dict[str, Any] = {
-        "pipeline_parallel_size": opts.pipeline_parallel_size if opts.pipeline_parallel_size != 1 else None,
-        "dtype": opts.dtype if opts.dtype != "auto" else None,
-        "tokenizer": opts.tokenizer,
-        "trust_remote_code": opts.trust_remote_code or None,
         "max_batch_size": opts.max_batch_size,
         "max_num_tokens": opts.max_num_tokens,
         "max_seq_len": opts.max_seq_len,
-        "enable_chunked_prefill": opts.enable_chunked_prefill,
         "guided_decoding_backend": opts.guided_decoding_backend,
         "gather_generation_logits": opts.gather_generation_logits or None,
-        "stream_interval": opts.stream_interval if opts.stream_interval != 1 else None,
     }
-    for key, value in wanted.items():
-        if value is not None:
-            _require_field(api, key)
-            kwargs[key] = value
+    known.add(kwargs, opts.engine_arguments() | {k: v for k, v in wanted.items() if v is not None}, WHERE)
     if opts.stats_interval_s > 0:
         if api.llm_fields is None or "enable_iter_perf_stats" in api.llm_fields:
             kwargs["enable_iter_perf_stats"] = True  # without it the PyTorch backend's stats are always empty
@@ -147,17 +123,13 @@ def llm_kwargs(
         kwargs["lora_config"] = lora_config(api, config, lora_modules)
         if api.backend == "tensorrt" and (api.llm_fields is None or "enable_lora" in api.llm_fields):
             kwargs["enable_lora"] = True  # a TRT-engine flag; the engine must have been built with the LoRA plugin
-    for key, value in opts.extra_llm_args.items():
-        _require_field(api, key, where=f"{WHERE}.extra_llm_args.{key}")
-        kwargs[key] = value
+    known.add(kwargs, opts.extra_llm_args, f"{WHERE}.extra_llm_args")
     return kwargs
 
 
-def _require_field(api: TrtApi, key: str, where: str | None = None) -> None:
-    if api.llm_fields is not None and key not in api.llm_fields:
-        raise ConfigError(
-            f"{where or f'{WHERE}.{key}'}: TensorRT-LLM {api.version} ({api.backend} backend) has no LLM argument {key!r}"
-        )
+def _known(api: TrtApi) -> probe.KnownArguments:
+    lacking = f"TensorRT-LLM {api.version} ({api.backend} backend) has no LLM argument"
+    return probe.KnownArguments(api.llm_fields, lacking)
 
 
 def _cuda_graphs(api: TrtApi, opts: TrtllmOptions, *, lora_on: bool) -> Any:
@@ -175,7 +147,7 @@ def _cuda_graphs(api: TrtApi, opts: TrtllmOptions, *, lora_on: bool) -> Any:
         log.info("LoRA is on: CUDA graphs turned off (cuda_graph_config=None); see allow_lora_cuda_graphs")
         return None
     if isinstance(value, Mapping):
-        _require_field(api, "cuda_graph_config")
+        _known(api).require("cuda_graph_config", f"{WHERE}.cuda_graph_config")
         return build(api, "CudaGraphConfig", value, f"{WHERE}.cuda_graph_config")
     return value
 

@@ -4,53 +4,59 @@ Written against shared/reference/trtllm_api.md and tested against a double of th
 NOT yet run against a real TensorRT-LLM installation (docs/trtllm.md says what is and is not verified).
 
 One request, as numbered steps:
-1. map the request to a fresh `SamplingParams` (trtllm_params; unmappable fields -> UNIMPLEMENTED naming the field);
+1. map the request to a fresh `SamplingParams` (params; unmappable fields -> UNIMPLEMENTED naming the field);
 2. call `llm.generate_async(..., streaming=True)` on the event loop thread (its result needs the running loop) and
    remember `request_id -> RequestOutput` (TensorRT-LLM's ids are its own ints);
-3. stream the responses as deltas (trtllm_stream: diffs copied at once, multi-token steps, stop-string holdback);
+3. stream the responses as deltas (stream: diffs copied at once, multi-token steps, stop-string holdback);
 4. on Abort, client cancel, deadline or disconnect (generator closed), call `RequestOutput.abort()`: merely stopping
    the iteration would leave the request running on the GPU.
 
-Modules: trtllm_options (the options schema), trtllm_config (finding TensorRT-LLM, LLM kwargs), trtllm_params
-(request mapping), trtllm_stream (outputs -> deltas), adapter_registry (Load/Unload/List), trtllm_stats (metrics).
+Modules of this package: options (the options schema), api (finding TensorRT-LLM, LLM kwargs), params (request
+mapping), stream (outputs -> deltas), stats (metrics). Shared with the vllm executor (executors/): external_engine
+(the request table, adapter pinning, health), hf_checkpoint (config.json, EOS ids, chat rendering), adapter_registry
+(Load/Unload/List), sampling_map and request_output (the SamplingParams and outputs both engines shape alike),
+option_table, engine_probe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from trt_gateway import adapter_paths, errors, validation
+from trt_gateway import adapter_paths, errors
 from trt_gateway.config import ConfigError, ExecutorConfig
-from trt_gateway.executors.adapter_registry import AdapterRegistry, read_adapter_config
-from trt_gateway.executors.base import Executor, Health
-from trt_gateway.executors.hf_checkpoint import ChatTokenizer, check_model_path, eos_token_ids, read_json
+from trt_gateway.executors import hf_checkpoint
+from trt_gateway.executors.adapter_registry import Adapter, AdapterRegistry, read_adapter_config
+from trt_gateway.executors.base import Health
+from trt_gateway.executors.external_engine import ExternalEngineExecutor
+from trt_gateway.executors.hf_checkpoint import CheckpointFiles
+from trt_gateway.executors.sampling_map import GUIDED_KINDS
 from trt_gateway.executors.trtllm.api import TrtApi, llm_kwargs, load_api
-from trt_gateway.executors.trtllm.options import TrtllmOptions, trtllm_modules
+from trt_gateway.executors.trtllm.options import TrtllmOptions, check_model_path, trtllm_modules
 from trt_gateway.executors.trtllm.params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.trtllm.stats import StatsPoller
 from trt_gateway.executors.trtllm.stream import abort_result, deltas
-from trt_gateway.types import AdapterInfo, Capabilities, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
+from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
 
 log = logging.getLogger(__name__)
 
 
-class TrtllmExecutor(Executor):
+class TrtllmExecutor(ExternalEngineExecutor[AdapterRegistry]):
     name = "trtllm"
+    dead_message = "the TensorRT-LLM executor is gone"
 
     def __init__(self, config: ExecutorConfig) -> None:
         # Everything checkable without a GPU is checked here, so a bad config fails before any model loads.
-        self.config = config
+        super().__init__(config)
         self.options = TrtllmOptions.parse(config.options)
-        check_model_path(config.model, "executor.model", "TensorRT-LLM")
+        check_model_path(config.model, "executor.model")
         self.spec = self.options.speculative_spec(config.speculative)
-        self.served_name = config.served_name or Path(config.model.rstrip("/")).name
         self.api: TrtApi = load_api(self.options.backend)
         lora_modules = self._lora_modules() if config.lora.adapter_roots else None
         self.llm_kwargs = llm_kwargs(self.api, self.options, config, self.spec, lora_modules)
@@ -62,14 +68,7 @@ class TrtllmExecutor(Executor):
         )
         self.stats = StatsPoller(self._stats_source, self.options.stats_interval_s, self.options.stats_timeout_s)
         self.llm: Any = None
-        self._info: ModelInfo | None = None
-        self._health = Health.STARTING
-        self._requests: dict[str, Any] = {}  # gateway request id -> RequestOutput
         self._support: ParamSupport | None = None  # set at start, from what the loaded model can do
-
-    @classmethod
-    def from_config(cls, config: ExecutorConfig) -> TrtllmExecutor:
-        return cls(config)
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """Put the TensorRT-LLM iteration-stats gauges on `registry` (the server's, for its /metrics)."""
@@ -110,36 +109,29 @@ class TrtllmExecutor(Executor):
         self._health = Health.SERVING
 
     def _model_info(self) -> ModelInfo:
-        hf = read_json(Path(self.config.model) / "config.json")
-        pretrained = hf.get("pretrained_config", hf)  # TensorRT engine dirs nest the model config
-        build = hf.get("build_config", {})
-        gen = read_json(Path(self.config.model) / "generation_config.json")
-        tok = self.llm.tokenizer
+        files, tok = CheckpointFiles.read(self.config.model), self.llm.tokenizer
+        pretrained = files.config.get("pretrained_config", files.config)  # TensorRT engine dirs nest the model config
+        build = files.config.get("build_config", {})
         max_len = (self.options.max_seq_len or getattr(getattr(self.llm, "args", None), "max_seq_len", None)
                    or build.get("max_seq_len") or pretrained.get("max_position_embeddings") or 4096)
-        vocab = pretrained.get("vocab_size") or getattr(tok, "vocab_size", None)
-        if not isinstance(vocab, int):
-            raise ConfigError(f"executor.model: cannot tell the vocabulary size of {self.config.model}")
-        eos_ids = eos_token_ids(gen, pretrained, tok)
-        api, opts, lora = self.api, self.options, self.config.lora
+        vocab = hf_checkpoint.vocab_size(pretrained.get("vocab_size") or getattr(tok, "vocab_size", None),
+                                         self.config.model)
+        api, opts = self.api, self.options
         logprobs_on = opts.backend == "pytorch" or opts.gather_generation_logits
-        caps = Capabilities(
-            lora=self.adapters is not None,
-            max_lora_rank=lora.max_lora_rank if self.adapters else 0,
-            max_loras=lora.max_loras if self.adapters else 0,
-            speculative=self.spec.capability if self.spec else "",
-            num_draft_tokens=self.spec.num_draft_tokens if self.spec else 0,
-            guided=("json_schema", "regex", "grammar", "choice") if opts.guided_decoding_backend and api.guided_cls else (),
+        caps = dataclasses.replace(
+            self._capabilities(self.spec),
+            guided=GUIDED_KINDS if opts.guided_decoding_backend and api.guided_cls else (),
             logprobs=logprobs_on,
             max_top_logprobs=opts.max_top_logprobs if logprobs_on else 0,
-            chat_template=tok is not None and ChatTokenizer(tok).has_template,
+            chat_template=hf_checkpoint.has_chat_template(tok),
             tokenize=tok is not None,
             logit_bias=False,
             min_p="min_p" in api.sampling_fields,
         )
         self._support = ParamSupport(api.sampling_fields, bool(caps.guided), logprobs_on, caps.max_top_logprobs,
-                                caps.num_draft_tokens)
-        return ModelInfo(self.served_name, self.name, f"tensorrt_llm {api.version}", int(max_len), vocab, eos_ids, caps)
+                                     caps.num_draft_tokens)
+        return ModelInfo(self.served_name, self.name, f"tensorrt_llm {api.version}", int(max_len), vocab,
+                         files.eos_token_ids(pretrained, tok), caps)
 
     def health(self) -> Health:
         if self._health is Health.SERVING:
@@ -158,28 +150,21 @@ class TrtllmExecutor(Executor):
 
     # -- generation -----------------------------------------------------------------------------------------------
 
-    def _ready_llm(self) -> Any:
-        if self.health() is Health.DEAD:
-            raise errors.EngineDead("the TensorRT-LLM executor is gone")
-        if self.llm is None:
-            raise errors.Unavailable("the trtllm executor has not started")
-        return self.llm
-
     def _decode(self, token_ids: list[int]) -> str:
-        return ChatTokenizer(self.llm.tokenizer).decode(token_ids) if self.llm.tokenizer is not None else ""
+        return hf_checkpoint.decode(self.llm.tokenizer, token_ids)
 
     async def tokenize(
         self, model: str, *, text: str | None = None, messages: Sequence[ChatMessage] | None = None,
         add_special_tokens: bool = True,
     ) -> list[int]:
         self._check_model(model)
-        if self._ready_llm().tokenizer is None:
+        tokenizer = self._ready(self.llm).tokenizer
+        if tokenizer is None:
             raise errors.Unimplemented("the model was loaded without a tokenizer", field="text")
-        tok = ChatTokenizer(self.llm.tokenizer)
-        return tok.render(messages) if messages else tok.encode(text or "", add_special_tokens)
+        return hf_checkpoint.tokenize(tokenizer, text, messages, add_special_tokens)
 
     def _submit(self, request: GenerateRequest, lora_request: Any) -> Any:
-        llm, api = self._ready_llm(), self.api
+        llm, api = self._ready(self.llm), self.api
         assert self._support is not None  # set by start() before the server routes any request here
         kw = sampling_kwargs(request, self._support)
         if "guided_decoding" in kw:
@@ -188,8 +173,8 @@ class TrtllmExecutor(Executor):
         inputs: Any = p.text
         if p.token_ids is not None:
             inputs = list(p.token_ids)
-        elif p.messages:
-            inputs = ChatTokenizer(llm.tokenizer).render(p.messages, request.tools)
+        elif p.messages:  # the server has checked that the model has a chat template, hence a tokenizer
+            inputs = hf_checkpoint.render(llm.tokenizer, p.messages, request.tools)
         extra: dict[str, Any] = {}
         if request.priority and "priority" in api.generate_params:  # newest API: a float in [0, 1], default 0.5
             extra["priority"] = min(max(0.5 + request.priority / 2000, 0.0), 1.0)
@@ -206,43 +191,19 @@ class TrtllmExecutor(Executor):
         except (ValueError, TypeError) as exc:  # _check_arguments / SamplingParams validation: this request is bad
             raise errors.InvalidArgument(f"TensorRT-LLM rejected the request: {exc}") from exc
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        self._check_model(request.model)
-        rid = request.request_id
-        if rid in self._requests:
-            raise validation.duplicate_request_id(rid)
-        adapter = None
-        if request.adapter:
-            if self.adapters is None:
-                raise errors.Unimplemented("adapter: LoRA is off (no adapter roots configured)", field="adapter")
-            adapter = self.adapters.acquire(request.adapter)
+    async def _stream(self, request: GenerateRequest, adapter: Adapter | None) -> AsyncGenerator[TokenDelta, None]:
+        lora_request = adapter.lora_request(self.api.lora_request_cls) if adapter is not None else None
+        result = self._requests[request.request_id] = self._submit(request, lora_request)
+        api = self.api
         try:
-            lora_request = None
-            if adapter is not None:
-                try:
-                    lora_request = self.api.lora_request_cls(  # type: ignore[misc]
-                        lora_name=adapter.name, lora_int_id=adapter.int_id, lora_path=adapter.path
-                    )
-                except ValueError as exc:
-                    raise errors.FailedPrecondition(f"adapter {adapter.name!r}: {exc}", field="adapter") from exc
-            result = self._submit(request, lora_request)
-            self._requests[rid] = result
-            api = self.api
-            try:
-                stream = deltas(request, result, self._decode, api.fatal_errors, api.request_errors)
-                async with contextlib.aclosing(stream):
-                    async for delta in stream:
-                        yield delta
-            except errors.EngineDead:
-                self._health = Health.DEAD
-                raise
-            finally:  # finished, failed, or closed by the server on cancel/deadline/disconnect
-                self._requests.pop(rid, None)
-                if not result.finished:
-                    abort_result(result)
-        finally:
-            if adapter is not None and self.adapters is not None:
-                self.adapters.release(adapter.name)
+            stream = deltas(request, result, self._decode, api.fatal_errors, api.request_errors)
+            async with contextlib.aclosing(stream):
+                async for delta in stream:
+                    yield delta
+        finally:  # finished, failed, or closed by the server on cancel/deadline/disconnect
+            self._requests.pop(request.request_id, None)
+            if not result.finished:
+                abort_result(result)
 
     async def abort(self, request_id: str) -> bool:
         result = self._requests.get(request_id)
@@ -253,19 +214,10 @@ class TrtllmExecutor(Executor):
 
     # -- adapters -------------------------------------------------------------------------------------------------
 
-    def _registry(self, model: str) -> AdapterRegistry:
-        self._check_model(model)
-        if self.adapters is None:
-            raise errors.Unimplemented("LoRA is off for this model (no adapter roots configured)", field="adapter")
-        return self.adapters
-
     async def load_adapter(self, model: str, name: str, path: str) -> AdapterInfo:
         registry = self._registry(model)
         return registry.info(registry.load(name, path))
 
     async def unload_adapter(self, model: str, name: str) -> None:
         self._registry(model).unload(name)
-
-    def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
-        return self._registry(model).infos()
 

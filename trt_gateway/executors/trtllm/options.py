@@ -1,21 +1,21 @@
 """The `trtllm` executor's options (`[executor.options]` / `--option KEY=VALUE`): one frozen dataclass, validated once.
 
-Pure data: nothing here imports tensorrt_llm. `trtllm_config.py` turns these options into `LLM(...)` arguments.
-Every error names the option as `executor.options.<key>` and says why. The schema is documented in docs/trtllm.md.
+Pure data: nothing here imports tensorrt_llm. `api.py` turns these options into `LLM(...)` arguments.
+Every error names the option as `executor.options.<key>` and says why; what each value may be is `TrtllmOptions.TABLE`
+(executors/option_table.py checks it). The schema is documented in docs/trtllm.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from trt_gateway.config import ConfigError, SpeculativeConfig
-from trt_gateway.executors.hf_checkpoint import check_model_path
+from trt_gateway.executors import hf_checkpoint
+from trt_gateway.executors.option_table import WHERE, EngineOptions, OptionTable, PassThrough, check_speculation_source
 
-WHERE = "executor.options"
 BACKENDS = ("pytorch", "tensorrt")
 GUIDED_BACKENDS = ("xgrammar", "llguidance")
 DEFAULT = "default"  # cuda_graph_config left to TensorRT-LLM (on, for the PyTorch backend)
@@ -67,17 +67,21 @@ SPEC_REFUSED = {
 _SPEC_ALIASES = {re.sub(r"[_\-\s]", "", k).lower(): k for k in (*SPEC_KINDS, *SPEC_REFUSED)}
 _SPEC_ALIASES.update({"savehiddenstates": "SaveState"})
 
-# LLM arguments the schema owns; `extra_llm_args` may not set them (or ones the gateway relies on staying default).
-OWNED_LLM_ARGS = frozenset({
-    "model", "backend", "tensor_parallel_size", "pipeline_parallel_size", "dtype", "max_batch_size", "max_num_tokens",
-    "max_seq_len", "kv_cache_config", "cuda_graph_config", "enable_chunked_prefill", "guided_decoding_backend",
-    "speculative_config", "lora_config", "enable_lora", "stream_interval", "trust_remote_code", "tokenizer",
-    "enable_iter_perf_stats", "gather_generation_logits",
-})
-FORBIDDEN_LLM_ARGS = {
-    "num_postprocess_workers": "must stay 0: with postprocess workers the streamed text/diffs are not filled in",
-    "skip_tokenizer_init": "the gateway needs the tokenizer (text prompts, stop strings, chat templates)",
-}
+# `extra_llm_args` may not set the LLM arguments the schema owns (or ones the gateway relies on staying default).
+EXTRA_LLM_ARGS = PassThrough(
+    option="extra_llm_args",
+    owned=frozenset({
+        "model", "backend", "tensor_parallel_size", "pipeline_parallel_size", "dtype", "max_batch_size",
+        "max_num_tokens", "max_seq_len", "kv_cache_config", "cuda_graph_config", "enable_chunked_prefill",
+        "guided_decoding_backend", "speculative_config", "lora_config", "enable_lora", "stream_interval",
+        "trust_remote_code", "tokenizer", "enable_iter_perf_stats", "gather_generation_logits",
+    }),
+    instead="a trtllm option",
+    forbidden={
+        "num_postprocess_workers": "must stay 0: with postprocess workers the streamed text/diffs are not filled in",
+        "skip_tokenizer_init": "the gateway needs the tokenizer (text prompts, stop strings, chat templates)",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -99,44 +103,39 @@ class SpeculativeSpec:
 
 
 @dataclass(frozen=True)
-class TrtllmOptions:
+class TrtllmOptions(EngineOptions):
     backend: str = "pytorch"
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    dtype: str = "auto"
     max_batch_size: int | None = None
     max_num_tokens: int | None = None
     max_seq_len: int | None = None
     kv_cache_config: Mapping[str, Any] | None = None
     cuda_graph_config: Mapping[str, Any] | str | None = DEFAULT
-    enable_chunked_prefill: bool | None = None
     guided_decoding_backend: str | None = None
     gather_generation_logits: bool = False
-    speculative: Mapping[str, Any] | None = None
     lora_target_modules: tuple[str, ...] = ()
     allow_lora_cuda_graphs: bool = False
     allow_lora_speculation: bool = False
-    max_top_logprobs: int = 20
-    stream_interval: int = 1
-    trust_remote_code: bool = False
-    tokenizer: str | None = None
     stats_interval_s: float = 1.0
     stats_timeout_s: float = 2.0
-    start_in_thread: bool = True
     extra_llm_args: Mapping[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def parse(cls, options: Mapping[str, Any]) -> TrtllmOptions:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ConfigError(f"{WHERE}.{unknown[0]}: unknown trtllm option; known: {', '.join(sorted(known))}")
-        values = {name: _check(name, value) for name, value in options.items()}
-        opts = cls(**values)
-        opts._validate()
-        return opts
+    TABLE: ClassVar[OptionTable] = EngineOptions.TABLE.extend(
+        executor="trtllm",
+        types={
+            "backend": (str,), "guided_decoding_backend": (str,), "max_batch_size": (int,), "max_num_tokens": (int,),
+            "max_seq_len": (int,), "gather_generation_logits": (bool,), "allow_lora_cuda_graphs": (bool,),
+            "allow_lora_speculation": (bool,), "stats_interval_s": (int, float), "stats_timeout_s": (int, float),
+            "kv_cache_config": (Mapping,), "extra_llm_args": (Mapping,), "cuda_graph_config": (Mapping, str),
+            "lora_target_modules": (list, tuple),
+        },
+        minimum={"max_batch_size": 1, "max_num_tokens": 1, "max_seq_len": 1, "stats_interval_s": 0,
+                 "stats_timeout_s": 0.01},
+        nullable=frozenset({"max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config", "cuda_graph_config",
+                            "guided_decoding_backend"}),
+        string_lists={"lora_target_modules": "module names"},
+    )
 
-    def _validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"{WHERE}.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.guided_decoding_backend is not None and self.guided_decoding_backend not in GUIDED_BACKENDS:
@@ -153,18 +152,11 @@ class TrtllmOptions:
         bad = sorted(set(self.lora_target_modules) - set(LORA_MODULES))
         if bad:
             raise ConfigError(f"{WHERE}.lora_target_modules: unknown module {bad[0]!r}; known: {', '.join(LORA_MODULES)}")
-        for key in self.extra_llm_args:
-            if key in FORBIDDEN_LLM_ARGS:
-                raise ConfigError(f"{WHERE}.extra_llm_args.{key}: {FORBIDDEN_LLM_ARGS[key]}")
-            if key in OWNED_LLM_ARGS:
-                raise ConfigError(f"{WHERE}.extra_llm_args.{key}: set it as a trtllm option, not in extra_llm_args")
+        EXTRA_LLM_ARGS.check(self.extra_llm_args)
 
     def speculative_spec(self, gateway: SpeculativeConfig) -> SpeculativeSpec | None:
         """The speculative config from options.speculative or from the gateway's --speculative flags (not both)."""
-        if self.speculative is not None and gateway.mode:
-            raise ConfigError(
-                f"{WHERE}.speculative and executor.speculative.mode ({gateway.mode!r}) are both set; use one"
-            )
+        check_speculation_source(self.speculative, gateway)
         if gateway.mode == "ngram":
             return self._spec({"decoding_type": "NGram", "max_draft_len": gateway.num_draft_tokens,
                                "max_matching_ngram_size": 4})
@@ -197,48 +189,12 @@ class TrtllmOptions:
             if key.startswith(("max_", "num_")) and isinstance(value, int) and value <= 0:
                 raise ConfigError(f"{where}.{key} must be > 0, got {value}")
         if "speculative_model_dir" in params:
-            check_model_path(str(params["speculative_model_dir"]), f"{where}.speculative_model_dir", "TensorRT-LLM")
+            check_model_path(str(params["speculative_model_dir"]), f"{where}.speculative_model_dir")
         return SpeculativeSpec(kind, params)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "backend": (str,), "dtype": (str,), "tokenizer": (str,), "guided_decoding_backend": (str,),
-    "tensor_parallel_size": (int,), "pipeline_parallel_size": (int,), "max_batch_size": (int,),
-    "max_num_tokens": (int,), "max_seq_len": (int,), "max_top_logprobs": (int,), "stream_interval": (int,),
-    "enable_chunked_prefill": (bool,), "gather_generation_logits": (bool,), "allow_lora_cuda_graphs": (bool,),
-    "allow_lora_speculation": (bool,), "trust_remote_code": (bool,), "start_in_thread": (bool,),
-    "stats_interval_s": (int, float), "stats_timeout_s": (int, float),
-    "kv_cache_config": (Mapping,), "speculative": (Mapping,), "extra_llm_args": (Mapping,),
-    "cuda_graph_config": (Mapping, str), "lora_target_modules": (list, tuple),
-}
-_MINIMUM = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_batch_size": 1, "max_num_tokens": 1,
-            "max_seq_len": 1, "max_top_logprobs": 0, "stream_interval": 1, "stats_interval_s": 0,
-            "stats_timeout_s": 0.01}
-_NULLABLE = {"max_batch_size", "max_num_tokens", "max_seq_len", "kv_cache_config", "cuda_graph_config",
-             "enable_chunked_prefill", "guided_decoding_backend", "speculative", "tokenizer"}
 
 
-def _check(name: str, value: Any) -> Any:
-    where = f"{WHERE}.{name}"
-    if value is None:
-        if name in _NULLABLE:
-            return None
-        raise ConfigError(f"{where} may not be null")
-    types = _TYPES[name]
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        names = " or ".join("table" if t is Mapping else "list" if t in (list, tuple) else t.__name__ for t in types)
-        raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
-    value = _any(value)  # isinstance against a runtime tuple narrows to object
-    if name in _MINIMUM and value < _MINIMUM[name]:
-        raise ConfigError(f"{where} must be >= {_MINIMUM[name]}, got {value}")
-    if name == "lora_target_modules":
-        if not all(isinstance(m, str) for m in value):
-            raise ConfigError(f"{where} must be a list of module names")
-        return tuple(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    return float(value) if name.endswith("_s") else value
-
-
-def _any(value: Any) -> Any:
-    return value
+def check_model_path(path: str, where: str) -> None:
+    """A checkpoint or TensorRT engine directory, or an HF repo id that TensorRT-LLM downloads itself."""
+    hf_checkpoint.check_model_path(path, where, "a checkpoint or engine directory")

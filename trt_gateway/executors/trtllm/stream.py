@@ -16,9 +16,10 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.executors.trtllm.params import finish_reason, logprobs, spec_counts
+from trt_gateway.executors.request_output import logprobs, prompt_info
+from trt_gateway.executors.trtllm.params import finish_reason, spec_counts
 from trt_gateway.stopping import StopStringMatcher
-from trt_gateway.types import Finish, FinishReason, GenerateRequest, PromptInfo, TokenDelta, Usage
+from trt_gateway.types import Finish, FinishReason, GenerateRequest, TokenDelta, Usage
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ async def deltas(
                 new = list(completion.logprobs)[seen_logprobs:]
                 lps = logprobs(new, ids, r.top_logprobs, lambda t: decode([t]))
                 seen_logprobs += len(lps)
-            prompt = _prompt_info(out, r.prompt_token_ids, r.echo, decode) if want_prompt else None
+            prompt = prompt_info(out, r.prompt_token_ids, r.echo, decode) if want_prompt else None
             want_prompt = False
             if stop.matched is not None and not out.finished:
                 abort_result(result)  # the gateway saw the stop string first; end the TensorRT-LLM request too
@@ -83,12 +84,6 @@ def _finish(out: Any, completion: Any, stop: StopStringMatcher) -> Finish:
         accepted_tokens=accepted,
     )
     return Finish(reason, usage, matched_stop=matched, matched_stop_token_id=token)
-
-
-def _prompt_info(out: Any, want_ids: bool, want_text: bool, decode: Callable[[list[int]], str]) -> PromptInfo:
-    ids = tuple(out.prompt_token_ids or ())
-    text = (out.prompt if isinstance(out.prompt, str) else decode(list(ids))) if want_text else ""
-    return PromptInfo(num_tokens=len(ids), token_ids=ids if want_ids else (), text=text)
 
 
 def abort_result(result: Any) -> None:

@@ -1,8 +1,7 @@
-"""The `vllm` executor: vLLM's v1 `AsyncLLM` behind the Executor contract (executor.py has the numbered steps).
+"""The `vllm` executor: vLLM's v1 async engine behind the Executor contract (executor.py says how).
 
-Modules by role: `options` (the options schema), `api` (finding vLLM, feature detection, AsyncEngineArgs), `params`
-(request -> SamplingParams), `stream` (outputs -> deltas, abort), `lora` (adapters), `stats` (engine-stats
-gauges), `executor` (the Executor).
+The entry point `trt_gateway.executors.vllm:VllmExecutor.from_config` names this package, so it re-exports the
+executor class.
 """
 
 from trt_gateway.executors.vllm.executor import VllmExecutor

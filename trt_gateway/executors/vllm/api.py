@@ -1,23 +1,23 @@
 """vLLM, found and configured: a lazy import with a clear install hint, feature detection, and `AsyncEngineArgs` kwargs.
 
-Nothing pins a version. What exists is asked of the installed package: the v1 `AsyncLLM` (or the `vllm.AsyncLLMEngine`
-alias), `AsyncEngineArgs` fields by `dataclasses.fields`, `SamplingParams` fields by msgspec's `__struct_fields__`,
-the structured-output parameter class (`StructuredOutputsParams`, else the older `GuidedDecodingParams`), the
-speculative methods by `typing.get_args(SpeculativeMethod)`, and method keywords by `inspect.signature`.
+Nothing pins a version. What exists is asked of the installed package (executors/engine_probe.py): the v1 `AsyncLLM`
+(or the `vllm.AsyncLLMEngine` alias), `AsyncEngineArgs` fields by `dataclasses.fields`, `SamplingParams` fields by
+msgspec's `__struct_fields__`, the structured-output parameter class (`StructuredOutputsParams`, else the older
+`GuidedDecodingParams`), the speculative methods by `typing.get_args(SpeculativeMethod)`, and method keywords by
+`inspect.signature`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import inspect
 import typing
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from trt_gateway.config import ConfigError, ExecutorConfig
-from trt_gateway.executors.vllm.options import AUTO, WHERE, SpeculativeSpec, VllmOptions
+from trt_gateway.executors import engine_probe as probe
+from trt_gateway.executors.option_table import WHERE
+from trt_gateway.executors.vllm.options import AUTO, SpeculativeSpec, VllmOptions
 
 INSTALL_HINT = (
     "the vllm executor needs vLLM with its v1 engine (vllm.v1.engine.async_llm), which cannot be imported here "
@@ -51,32 +51,6 @@ class VllmApi:
     client_errors: tuple[type[BaseException], ...]  # vLLM rejected one request's input
 
 
-def _optional(module: str, name: str) -> Any:
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-
-
-def _first(candidates: Sequence[tuple[str, str]]) -> Any:
-    return next((obj for obj in (_optional(m, n) for m, n in candidates) if obj is not None), None)
-
-
-def _params(fn: Callable[..., Any]) -> frozenset[str]:
-    return frozenset(p for p in inspect.signature(fn).parameters if p not in ("self", "cls"))
-
-
-def fields_of(cls: Any) -> frozenset[str] | None:
-    """Constructor fields of a dataclass, a msgspec Struct or a pydantic model; None when none of those."""
-    if dataclasses.is_dataclass(cls):
-        return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
-    struct = getattr(cls, "__struct_fields__", None)
-    if isinstance(struct, tuple):
-        return frozenset(f for f in struct if not f.startswith("_"))
-    model = getattr(cls, "model_fields", None)
-    return frozenset(model) if isinstance(model, Mapping) else None
-
-
 def _literal_values(alias: Any) -> frozenset[str] | None:
     """The strings of a (possibly nested) typing.Literal alias, e.g. vllm.config.speculative.SpeculativeMethod."""
     if alias is None:
@@ -95,7 +69,7 @@ def load_api() -> VllmApi:
         vllm = importlib.import_module("vllm")
     except ImportError as exc:
         raise ConfigError(INSTALL_HINT.format(exc=exc)) from exc
-    engine_cls = _optional("vllm.v1.engine.async_llm", "AsyncLLM")
+    engine_cls = probe.optional("vllm.v1.engine.async_llm", "AsyncLLM")
     if engine_cls is None:
         alias = getattr(vllm, "AsyncLLMEngine", None)  # the v1 class since 0.11 removed the v0 engine
         if alias is None or "v1" not in getattr(alias, "__module__", ""):
@@ -103,7 +77,7 @@ def load_api() -> VllmApi:
         engine_cls = alias
     sampling_mod = importlib.import_module("vllm.sampling_params")
     sp_cls = getattr(vllm, "SamplingParams", None) or sampling_mod.SamplingParams
-    sampling_fields = fields_of(sp_cls) or _params(sp_cls)
+    sampling_fields = probe.init_fields(sp_cls)
     guided_cls, guided_field = None, None
     for cls_name, field_name in (("StructuredOutputsParams", "structured_outputs"),
                                  ("GuidedDecodingParams", "guided_decoding")):
@@ -112,30 +86,30 @@ def load_api() -> VllmApi:
             guided_cls, guided_field = cls, field_name
             break
     args_cls = getattr(vllm, "AsyncEngineArgs", None) or importlib.import_module("vllm.engine.arg_utils").AsyncEngineArgs
-    spec_cls = _first([("vllm.config", "SpeculativeConfig"), ("vllm.config.speculative", "SpeculativeConfig")])
+    spec_cls = probe.first([("vllm.config", "SpeculativeConfig"), ("vllm.config.speculative", "SpeculativeConfig")])
     # vLLM 0.26's validation errors are ValueErrors (VLLMValidationError); VLLMClientError is not in 0.26 and is
     # looked up only in case a later version raises it instead
-    client_error = _optional("vllm.exceptions", "VLLMClientError")
+    client_error = probe.optional("vllm.exceptions", "VLLMClientError")
     return VllmApi(
         version=str(getattr(vllm, "__version__", "unknown")),
         engine_cls=engine_cls,
         engine_args_cls=args_cls,
-        engine_fields=fields_of(args_cls),
-        from_engine_args_params=_params(engine_cls.from_engine_args),
-        generate_params=_params(engine_cls.generate),
+        engine_fields=probe.fields_of(args_cls),
+        from_engine_args_params=probe.keywords(engine_cls.from_engine_args),
+        generate_params=probe.keywords(engine_cls.generate),
         sampling_params_cls=sp_cls,
         sampling_fields=sampling_fields,
         delta_kind=sampling_mod.RequestOutputKind.DELTA,
         guided_cls=guided_cls,
         guided_field=guided_field,
-        structured_config_cls=_optional("vllm.config", "StructuredOutputsConfig"),
+        structured_config_cls=probe.optional("vllm.config", "StructuredOutputsConfig"),
         lora_request_cls=importlib.import_module("vllm.lora.request").LoRARequest,
-        stat_logger_base=_optional("vllm.v1.metrics.loggers", "StatLoggerBase"),
-        spec_methods=_literal_values(_optional("vllm.config.speculative", "SpeculativeMethod")),
-        spec_fields=fields_of(spec_cls) if spec_cls is not None else None,
-        dead_errors=tuple(e for e in [_optional("vllm.v1.engine.exceptions", "EngineDeadError")] if e),
-        request_errors=tuple(e for e in [_optional("vllm.v1.engine.exceptions", "EngineGenerateError")] if e),
-        client_errors=(ValueError, TypeError, *(e for e in [client_error] if e)),
+        stat_logger_base=probe.optional("vllm.v1.metrics.loggers", "StatLoggerBase"),
+        spec_methods=_literal_values(probe.optional("vllm.config.speculative", "SpeculativeMethod")),
+        spec_fields=probe.fields_of(spec_cls) if spec_cls is not None else None,
+        dead_errors=probe.present(probe.optional("vllm.v1.engine.exceptions", "EngineDeadError")),
+        request_errors=probe.present(probe.optional("vllm.v1.engine.exceptions", "EngineGenerateError")),
+        client_errors=probe.present(ValueError, TypeError, client_error),
     )
 
 
@@ -143,16 +117,15 @@ def engine_kwargs(
     api: VllmApi, opts: VllmOptions, config: ExecutorConfig, spec: SpeculativeSpec | None, served_name: str
 ) -> dict[str, Any]:
     """Keyword arguments for `AsyncEngineArgs(...)`, each checked against the installed vLLM's fields."""
-    kwargs: dict[str, Any] = {
+    known = probe.KnownArguments(api.engine_fields, f"vLLM {api.version} has no AsyncEngineArgs field")
+    kwargs: dict[str, Any] = {}
+    always = {
         "model": config.model,
         "served_model_name": served_name,
-        "tensor_parallel_size": opts.tensor_parallel_size,
         "max_logprobs": opts.max_top_logprobs,
         "disable_log_stats": not opts.log_stats,
     }
     wanted: dict[str, Any] = {
-        "pipeline_parallel_size": opts.pipeline_parallel_size if opts.pipeline_parallel_size != 1 else None,
-        "dtype": opts.dtype if opts.dtype != "auto" else None,
         "max_model_len": opts.max_model_len,
         "gpu_memory_utilization": opts.gpu_memory_utilization,
         "max_num_seqs": opts.max_num_seqs,
@@ -163,19 +136,11 @@ def engine_kwargs(
         "load_format": opts.load_format,
         "quantization": opts.quantization,
         "kv_cache_dtype": opts.kv_cache_dtype,
-        "tokenizer": opts.tokenizer,
         "skip_tokenizer_init": opts.skip_tokenizer_init or None,
-        "trust_remote_code": opts.trust_remote_code or None,
         "seed": opts.seed,
         "scheduling_policy": opts.scheduling_policy if opts.scheduling_policy != "fcfs" else None,
-        "stream_interval": opts.stream_interval if opts.stream_interval != 1 else None,
     }
-    for key, value in wanted.items():
-        if value is not None:
-            _require_field(api, key)
-            kwargs[key] = value
-    for key in kwargs:
-        _require_field(api, key)
+    known.add(kwargs, always | opts.engine_arguments() | {k: v for k, v in wanted.items() if v is not None}, WHERE)
     # Per-request log lines at 1,000 requests a second help nobody; the gateway logs requests itself.
     if api.engine_fields is not None and "enable_log_requests" in api.engine_fields:
         kwargs["enable_log_requests"] = False
@@ -188,19 +153,10 @@ def engine_kwargs(
         kwargs["speculative_config"] = speculative_config(api, spec)
     lora = config.lora
     if lora.adapter_roots:
-        for key, value in (("enable_lora", True), ("max_loras", lora.max_loras), ("max_lora_rank", lora.max_lora_rank),
-                           ("max_cpu_loras", lora.max_cpu_loras)):
-            _require_field(api, key, where=f"executor.lora.{key}")
-            kwargs[key] = value
-    for key, value in opts.extra_engine_args.items():
-        _require_field(api, key, where=f"{WHERE}.extra_engine_args.{key}")
-        kwargs[key] = value
+        known.add(kwargs, {"enable_lora": True, "max_loras": lora.max_loras, "max_lora_rank": lora.max_lora_rank,
+                           "max_cpu_loras": lora.max_cpu_loras}, "executor.lora")
+    known.add(kwargs, opts.extra_engine_args, f"{WHERE}.extra_engine_args")
     return kwargs
-
-
-def _require_field(api: VllmApi, key: str, where: str | None = None) -> None:
-    if api.engine_fields is not None and key not in api.engine_fields:
-        raise ConfigError(f"{where or f'{WHERE}.{key}'}: vLLM {api.version} has no AsyncEngineArgs field {key!r}")
 
 
 def _guided_backend(api: VllmApi, backend: str) -> dict[str, Any]:

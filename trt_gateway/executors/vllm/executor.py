@@ -6,83 +6,74 @@ GPU (docs/vllm.md says what is and is not verified).
 
 `AsyncLLM` lives in this process and runs its engine core in a child process; its output handler is a task on the
 gateway's loop, so no thread hop sits between vLLM and the gRPC writer. One request, as numbered steps:
-1. map the request to `SamplingParams(output_kind=DELTA, ...)` (vllm_params; unmappable fields -> UNIMPLEMENTED
+1. map the request to `SamplingParams(output_kind=DELTA, ...)` (params; unmappable fields -> UNIMPLEMENTED
    naming the field) and the prompt to text or `{"prompt_token_ids": [...]}` (chat messages rendered here);
 2. iterate `AsyncLLM.generate(prompt, params, request_id, lora_request=...)` and convert each DELTA output
-   (vllm_stream: finish and stop reasons, logprobs, usage with cached tokens);
+   (stream: finish and stop reasons, logprobs, usage with cached tokens);
 3. on client cancel, deadline or disconnect the server closes this generator, which closes vLLM's, which aborts the
    request in the engine (and `AsyncLLM.abort` is called too, idempotent); on the Abort RPC, `abort()` wakes the
-   stream (vllm_stream) and aborts the engine request at once.
+   stream (stream.py) and aborts the engine request at once.
 
-Modules: vllm_options (the options schema), vllm_config (finding vLLM, feature detection, AsyncEngineArgs),
-vllm_params (request mapping), vllm_stream (outputs -> deltas, abort), vllm_lora (adapters), vllm_stats (metrics).
+Modules of this package: options (the options schema), api (finding vLLM, feature detection, AsyncEngineArgs),
+params (request mapping), stream (outputs -> deltas, abort), lora (adapters), stats (metrics). Shared with the
+trtllm executor (executors/): external_engine (the request table, adapter pinning, health), hf_checkpoint
+(config.json, EOS ids, chat rendering), adapter_registry (under lora), sampling_map and request_output (the
+SamplingParams and outputs both engines shape alike), option_table, engine_probe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from trt_gateway import errors, validation
+from trt_gateway import errors
 from trt_gateway.config import ConfigError, ExecutorConfig
-from trt_gateway.executors.base import Executor, Health
-from trt_gateway.executors.hf_checkpoint import ChatTokenizer, check_model_path, eos_token_ids, read_json
+from trt_gateway.executors import hf_checkpoint
+from trt_gateway.executors.adapter_registry import Adapter
+from trt_gateway.executors.base import Health
+from trt_gateway.executors.external_engine import ExternalEngineExecutor
+from trt_gateway.executors.hf_checkpoint import CheckpointFiles
+from trt_gateway.executors.sampling_map import GUIDED_KINDS
 from trt_gateway.executors.vllm.api import VllmApi, engine_kwargs, load_api
 from trt_gateway.executors.vllm.lora import VllmAdapters
-from trt_gateway.executors.vllm.options import VllmOptions
+from trt_gateway.executors.vllm.options import VllmOptions, check_model_path
 from trt_gateway.executors.vllm.params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.vllm.stats import EngineStats
 from trt_gateway.executors.vllm.stream import ErrorKinds, RequestState, deltas
-from trt_gateway.types import (
-    AdapterInfo,
-    Capabilities,
-    ChatMessage,
-    GenerateRequest,
-    ModelInfo,
-    Prompt,
-    TokenDelta,
-    Tool,
-)
+from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ModelInfo, Prompt, TokenDelta, Tool
 
 log = logging.getLogger(__name__)
-GUIDED_KINDS = ("json_schema", "regex", "grammar", "choice")
 
 
-class VllmExecutor(Executor):
+class VllmExecutor(ExternalEngineExecutor[VllmAdapters]):
     name = "vllm"
+    dead_message = "the vLLM engine is gone"
 
     def __init__(self, config: ExecutorConfig) -> None:
         # Everything checkable without a GPU is checked here, so a bad config fails before any model loads.
-        self.config = config
+        super().__init__(config)
         self.options = VllmOptions.parse(config.options)
-        check_model_path(config.model, "executor.model", "vLLM")
+        check_model_path(config.model, "executor.model")
         self.spec = self.options.speculative_spec(config.speculative)
-        self.served_name = config.served_name or Path(config.model.rstrip("/")).name
         self.api: VllmApi = load_api()
         self.engine_kwargs = engine_kwargs(self.api, self.options, config, self.spec, self.served_name)
         self.adapters = (VllmAdapters(self.served_name, config.lora.max_lora_rank, self.api.lora_request_cls)
                          if config.lora.adapter_roots else None)
         self.stats = EngineStats()
         self.engine: Any = None
-        self.tokenizer: Any = None
-        self._info: ModelInfo | None = None
-        self._health = Health.STARTING
+        self.tokenizer: Any = None  # None with skip_tokenizer_init
         self._requests: dict[str, RequestState] = {}
         self._support: ParamSupport | None = None  # set at start
         self._errors = ErrorKinds(self.api.dead_errors, self.api.request_errors, self.api.client_errors)
-
-    @classmethod
-    def from_config(cls, config: ExecutorConfig) -> VllmExecutor:
-        return cls(config)
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """Put the engine-statistics collectors (`trt_gateway_vllm_*`) on the server's registry."""
@@ -114,24 +105,17 @@ class VllmExecutor(Executor):
         self._health = Health.SERVING
 
     def _model_info(self, model_config: Any) -> ModelInfo:
-        hf = read_json(Path(self.config.model) / "config.json")
-        gen = read_json(Path(self.config.model) / "generation_config.json")
-        tok, opts, lora, api = self.tokenizer, self.options, self.config.lora, self.api
-        vocab = model_config.get_vocab_size() if hasattr(model_config, "get_vocab_size") else hf.get("vocab_size")
-        if not isinstance(vocab, int):
-            raise ConfigError(f"executor.model: cannot tell the vocabulary size of {self.config.model}")
-        eos_ids = eos_token_ids(gen, hf, tok)
+        files, tok = CheckpointFiles.read(self.config.model), self.tokenizer
+        opts, api = self.options, self.api
+        vocab = hf_checkpoint.vocab_size(model_config.get_vocab_size() if hasattr(model_config, "get_vocab_size")
+                                         else files.config.get("vocab_size"), self.config.model)
         guided_field = api.guided_field if opts.guided_decoding_backend is not None and api.guided_cls else None
-        caps = Capabilities(
-            lora=self.adapters is not None,
-            max_lora_rank=lora.max_lora_rank if self.adapters else 0,
-            max_loras=lora.max_loras if self.adapters else 0,
-            speculative=self.spec.capability if self.spec else "",
-            num_draft_tokens=self.spec.num_draft_tokens if self.spec else 0,
+        caps = dataclasses.replace(
+            self._capabilities(self.spec),
             guided=GUIDED_KINDS if guided_field and tok is not None else (),
             logprobs=True,
             max_top_logprobs=opts.max_top_logprobs,
-            chat_template=tok is not None and ChatTokenizer(tok).has_template,
+            chat_template=hf_checkpoint.has_chat_template(tok),
             tokenize=tok is not None,
             # vLLM refuses min_p and logit_bias on an engine with a speculative_config (_validate_spec_decode)
             logit_bias="logit_bias" in api.sampling_fields and self.spec is None,
@@ -146,6 +130,7 @@ class VllmExecutor(Executor):
             tokenizer=tok is not None,
         )
         max_len = int(model_config.max_model_len)
+        eos_ids = files.eos_token_ids(files.config, tok)
         return ModelInfo(self.served_name, self.name, f"vllm {api.version}", max_len, vocab, eos_ids, caps)
 
     def health(self) -> Health:
@@ -163,18 +148,8 @@ class VllmExecutor(Executor):
 
     # -- generation -----------------------------------------------------------------------------------------------
 
-    def _ready_engine(self) -> Any:
-        if self.health() is Health.DEAD:
-            raise errors.EngineDead("the vLLM engine is gone")
-        if self.engine is None:
-            raise errors.Unavailable("the vllm executor has not started")
-        return self.engine
-
     def _decode(self, token_ids: list[int]) -> str:
-        return ChatTokenizer(self.tokenizer).decode(token_ids) if self.tokenizer is not None else ""
-
-    def _render(self, messages: Sequence[ChatMessage], tools: Sequence[Tool] = ()) -> list[int]:
-        return ChatTokenizer(self.tokenizer).render(messages, tools)
+        return hf_checkpoint.decode(self.tokenizer, token_ids)
 
     def _prompt(self, p: Prompt, tools: Sequence[Tool] = ()) -> Any:
         if p.token_ids is not None:
@@ -183,19 +158,19 @@ class VllmExecutor(Executor):
         if self.tokenizer is None:
             raise errors.Unimplemented(f"{field}: the engine runs with skip_tokenizer_init; send token_ids",
                                        field=field)
-        return {"prompt_token_ids": self._render(p.messages, tools)} if p.messages else (p.text or "")
+        if p.messages:
+            return {"prompt_token_ids": hf_checkpoint.render(self.tokenizer, p.messages, tools)}
+        return p.text or ""
 
     async def tokenize(
         self, model: str, *, text: str | None = None, messages: Sequence[ChatMessage] | None = None,
         add_special_tokens: bool = True,
     ) -> list[int]:
         self._check_model(model)
-        self._ready_engine()
+        self._ready(self.engine)
         if self.tokenizer is None:
             raise errors.Unimplemented("the engine runs with skip_tokenizer_init: it has no tokenizer", field="text")
-        if messages:
-            return self._render(messages)
-        return ChatTokenizer(self.tokenizer).encode(text or "", add_special_tokens)
+        return hf_checkpoint.tokenize(self.tokenizer, text, messages, add_special_tokens)
 
     def _sampling_params(self, request: GenerateRequest) -> Any:
         assert self._support is not None  # set by start() before the server routes any request here
@@ -208,41 +183,26 @@ class VllmExecutor(Executor):
         except self.api.client_errors as exc:  # SamplingParams validates itself (VLLMValidationError)
             raise errors.InvalidArgument(f"vLLM rejected the sampling parameters: {exc}") from exc
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        self._check_model(request.model)
-        engine, rid = self._ready_engine(), request.request_id
-        if rid in self._requests:
-            raise validation.duplicate_request_id(rid)
-        adapter = None
-        if request.adapter:
-            if self.adapters is None:
-                raise errors.Unimplemented("adapter: LoRA is off (no adapter roots configured)", field="adapter")
-            adapter = self.adapters.acquire(request.adapter)
+    async def _stream(self, request: GenerateRequest, adapter: Adapter | None) -> AsyncGenerator[TokenDelta, None]:
+        engine, rid = self._ready(self.engine), request.request_id
+        kwargs: dict[str, Any] = {}
+        if adapter is not None:
+            kwargs["lora_request"] = adapter.lora_request(self.api.lora_request_cls)
+        if request.priority and self.options.scheduling_policy == "priority" and "priority" in self.api.generate_params:
+            kwargs["priority"] = -request.priority  # vLLM runs lower values first; the gateway higher ones
+        params, prompt = self._sampling_params(request), self._prompt(request.prompt, request.tools)
+        state = self._requests[rid] = RequestState(rid)
+        stream = engine.generate(prompt, params, rid, **kwargs)
         try:
-            kwargs: dict[str, Any] = {}
-            if adapter is not None and self.adapters is not None:
-                kwargs["lora_request"] = self.adapters.lora_request(adapter)
-            if request.priority and self.options.scheduling_policy == "priority" and "priority" in self.api.generate_params:
-                kwargs["priority"] = -request.priority  # vLLM runs lower values first; the gateway higher ones
-            params, prompt = self._sampling_params(request), self._prompt(request.prompt, request.tools)
-            state = self._requests[rid] = RequestState(rid)
-            stream = engine.generate(prompt, params, rid, **kwargs)
-            try:
-                async with contextlib.aclosing(deltas(request, stream, state, self._decode, self._errors)) as out:
-                    async for delta in out:
-                        yield delta
-            except errors.EngineDead:
-                self._health = Health.DEAD
-                raise
-            finally:  # finished, failed, or closed by the server on cancel/deadline/disconnect
-                await _aclose(stream)  # vLLM's generate aborts its request on GeneratorExit
-                if self._requests.get(rid) is state:
-                    del self._requests[rid]
-                if not state.finished:
-                    await self._engine_abort(rid)
-        finally:
-            if adapter is not None and self.adapters is not None:
-                self.adapters.release(adapter.name)
+            async with contextlib.aclosing(deltas(request, stream, state, self._decode, self._errors)) as out:
+                async for delta in out:
+                    yield delta
+        finally:  # finished, failed, or closed by the server on cancel/deadline/disconnect
+            await _aclose(stream)  # vLLM's generate aborts its request on GeneratorExit
+            if self._requests.get(rid) is state:
+                del self._requests[rid]
+            if not state.finished:
+                await self._engine_abort(rid)
 
     async def abort(self, request_id: str) -> bool:
         state = self._requests.get(request_id)
@@ -262,22 +222,13 @@ class VllmExecutor(Executor):
 
     # -- adapters -------------------------------------------------------------------------------------------------
 
-    def _registry(self, model: str) -> VllmAdapters:
-        self._check_model(model)
-        if self.adapters is None:
-            raise errors.Unimplemented("LoRA is off for this model (no adapter roots configured)", field="adapter")
-        return self.adapters
-
     async def load_adapter(self, model: str, name: str, path: str) -> AdapterInfo:
         adapters = self._registry(model)
-        return await adapters.load(self._ready_engine(), name, path)
+        return await adapters.add(self._ready(self.engine), name, path)
 
     async def unload_adapter(self, model: str, name: str) -> None:
         adapters = self._registry(model)
-        await adapters.unload(self._ready_engine(), name)
-
-    def list_adapters(self, model: str) -> Sequence[AdapterInfo]:
-        return self._registry(model).infos()
+        await adapters.remove(self._ready(self.engine), name)
 
 
 async def _maybe_await(value: Any) -> Any:

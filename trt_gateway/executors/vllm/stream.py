@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.executors.vllm.params import finish_reason, logprobs
-from trt_gateway.types import Finish, FinishReason, GenerateRequest, PromptInfo, TokenDelta, Usage
+from trt_gateway.executors.request_output import logprobs, prompt_info
+from trt_gateway.executors.vllm.params import finish_reason
+from trt_gateway.types import Finish, FinishReason, GenerateRequest, TokenDelta, Usage
 
 
 @dataclass
@@ -93,10 +94,9 @@ async def deltas(
         lps = logprobs(completion.logprobs, ids, r.top_logprobs, token_text) if want_logprobs and completion.logprobs else ()
         prompt = None
         if want_prompt or not prompt_tokens:
-            prompt_ids = tuple(out.prompt_token_ids or ())
-            prompt_tokens = len(prompt_ids)
+            prompt_tokens = len(out.prompt_token_ids or ())
             if want_prompt:
-                prompt = _prompt_info(out, prompt_ids, r.prompt_token_ids, r.echo, decode)
+                prompt = prompt_info(out, r.prompt_token_ids, r.echo, decode)
                 want_prompt = False
         if out.finished:
             reason, matched, token = finish_reason(completion, last_token)
@@ -121,14 +121,6 @@ def _cause(exc: BaseException) -> str:
     """EngineGenerateError carries no message of its own; the reason is its __cause__."""
     cause = exc.__cause__
     return f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(exc).__name__}: {exc}"
-
-
-def _prompt_info(out: Any, ids: tuple[int, ...], want_ids: bool, want_text: bool,
-                 decode: Callable[[list[int]], str]) -> PromptInfo:
-    text = ""
-    if want_text:
-        text = out.prompt if isinstance(out.prompt, str) else decode(list(ids))
-    return PromptInfo(num_tokens=len(ids), token_ids=ids if want_ids else (), text=text)
 
 
 def _queue_s(out: Any) -> float:
