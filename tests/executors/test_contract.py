@@ -287,8 +287,8 @@ async def test_abort_ends_the_stream_with_cancelled(executor: Executor) -> None:
 
 
 @disagrees(native=("closing NativeExecutor.generate leaves the engine's own stream open: the request stays registered "
-                   "(abort() says True) until the garbage collector finalises that stream; and then the retry meets "
-                   "the cancelling case's problem", AssertionError))
+                   "(abort() says True) until the garbage collector finalises that stream (and behind that, the "
+                   "abort-by-id problem of the cancelling case)", AssertionError))
 async def test_closing_the_stream_frees_the_request(executor: Executor) -> None:
     stream = executor.generate(request(stopping=LONG))
     await anext(stream)
