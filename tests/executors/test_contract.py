@@ -34,8 +34,6 @@ from trt_gateway.types import (
 PROMPT = "hello world"
 RUN = StoppingCriteria(max_tokens=12, ignore_eos=True)  # the reference run: the same tokens every time
 LONG = StoppingCriteria(max_tokens=500, ignore_eos=True)  # runs until the test ends it
-
-
 FAILED = pytest.fail.Exception  # what pytest.raises raises when nothing was raised
 
 
