@@ -348,7 +348,7 @@ async def test_shutdown_ends_running_streams_cancelled(executor: Executor) -> No
     stream = executor.generate(request(stopping=LONG))
     head = await anext(stream)
     await executor.shutdown()
-    assert finish_of([head, *await rest_of(stream, timeout=2)]).reason is FinishReason.CANCELLED
+    assert finish_of([head, *await rest_of(stream, timeout=1)]).reason is FinishReason.CANCELLED
 
 
 async def test_shutdown_stops_the_executor_and_may_be_repeated(executor: Executor) -> None:
