@@ -1,6 +1,6 @@
 """What is particular to the trtllm executor over the double, no server: parameter mapping, multi-token steps, stop
-strings TensorRT-LLM truncates after the fact, logprob shapes, prompts as submitted, errors, abort reaching TensorRT-LLM.
-What every executor must do alike is in tests/executors."""
+strings TensorRT-LLM truncates after the fact, logprob shapes, prompts as submitted, errors, aborts reaching
+TensorRT-LLM. What every executor must do alike is in tests/executors."""
 
 from __future__ import annotations
 
@@ -146,12 +146,14 @@ async def test_every_early_end_aborts_the_tensorrt_llm_request(executor: Any, co
     await closed.__anext__()
     await closed.aclose()
 
+    started = asyncio.Event()
+
     async def consume() -> None:
         async for _ in executor.generate(req(stopping=long, request_id="c")):
-            pass
+            started.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.03)
+    await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
