@@ -32,7 +32,7 @@ from trt_gateway.executors.base import Executor
 from trt_gateway.executors.echo import EchoExecutor
 from trt_gateway.executors.native import NativeExecutor
 from trt_gateway.server.app import GatewayServer
-from trt_gateway.types import Finish, FinishReason, GenerateRequest, ModelInfo, TokenDelta, Usage
+from trt_gateway.types import Finish, FinishReason, GenerateRequest, ServedModel, TokenDelta, Usage
 
 ALIAS = "demo-b"
 API_KEY = "test-key"
@@ -68,7 +68,7 @@ class LiveGateway:
 class TwoNameDemo(NativeExecutor):
     """The demo model, served as "demo" (the default) and as "demo-b"."""
 
-    def models(self) -> Sequence[ModelInfo]:
+    def models(self) -> Sequence[ServedModel]:
         (info,) = super().models()
         return (info, dataclasses.replace(info, name=ALIAS))
 
@@ -86,7 +86,7 @@ class Scripted(EchoExecutor):
         self.in_flight = 0
         self.peak_in_flight = 0
 
-    def models(self) -> Sequence[ModelInfo]:
+    def models(self) -> Sequence[ServedModel]:
         (info,) = super().models()
         caps = dataclasses.replace(info.capabilities, guided=("json_schema",), speculative="ngram", num_draft_tokens=4)
         return (dataclasses.replace(info, capabilities=caps),)

@@ -236,7 +236,10 @@ class Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelInfo:
+class ServedModel:
+    """What an executor says about a model it serves (the server adds its limits to make the `ModelInfo` that
+    clients get: `trt_gateway.client.ModelInfo`)."""
+
     name: str
     executor: str
     executor_version: str

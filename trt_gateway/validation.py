@@ -23,7 +23,7 @@ from typing import Any
 
 from trt_gateway import errors
 from trt_gateway.config import ADAPTER_NAME_RE, LimitsConfig
-from trt_gateway.types import GenerateRequest, ModelInfo, Prompt
+from trt_gateway.types import GenerateRequest, Prompt, ServedModel
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -64,7 +64,7 @@ def fail(key: str, field: str, **kwargs: Any) -> errors.InvalidArgument:
     return errors.InvalidArgument(MESSAGES[key].format(field=field, **kwargs), field=field)
 
 
-def unsupported(field: str, what: str, info: ModelInfo) -> errors.Unimplemented:
+def unsupported(field: str, what: str, info: ServedModel) -> errors.Unimplemented:
     message = MESSAGES["unsupported"].format(field=field, executor=info.executor, what=what, model=info.name)
     return errors.Unimplemented(message, field=field)
 
@@ -192,12 +192,12 @@ def adapter_name(value: str, field: str = "adapter") -> None:
         raise fail("pattern", field, pattern=ADAPTER_NAME_RE.pattern, value=value[:80])
 
 
-def default_max_tokens(info: ModelInfo, limits: LimitsConfig) -> int:
+def default_max_tokens(info: ServedModel, limits: LimitsConfig) -> int:
     """max_tokens for a request that does not set it: the server default, never more than the model can hold."""
     return min(limits.default_max_tokens, max_tokens_limit(info, limits))
 
 
-def max_tokens_limit(info: ModelInfo, limits: LimitsConfig) -> int:
+def max_tokens_limit(info: ServedModel, limits: LimitsConfig) -> int:
     return min(limits.max_tokens, info.max_context_length)
 
 
@@ -224,7 +224,7 @@ def prompt_input(prompt: Prompt, limits: LimitsConfig, vocab_size: int) -> None:
             raise fail("too_long", "messages", limit=limits.max_prompt_chars, value=total)
 
 
-def check_request(request: GenerateRequest, info: ModelInfo, limits: LimitsConfig, *, n: int = 1) -> None:
+def check_request(request: GenerateRequest, info: ServedModel, limits: LimitsConfig, *, n: int = 1) -> None:
     """Everything the server checks before a request is admitted. `n`: outputs asked for (fanned out later)."""
     caps = info.capabilities
     prompt_input(request.prompt, limits, info.vocab_size)
@@ -247,7 +247,7 @@ def check_request(request: GenerateRequest, info: ModelInfo, limits: LimitsConfi
     _tools(request, limits)
 
 
-def guided_supported(request: GenerateRequest, info: ModelInfo) -> None:
+def guided_supported(request: GenerateRequest, info: ServedModel) -> None:
     """The request's guided decoding (its own, or the one a forced tool call set) is one the executor enforces."""
     guided = next((name for name in GUIDED_FIELDS if getattr(request.guided, name)), None)
     if guided is not None and guided not in info.capabilities.guided:
@@ -290,7 +290,7 @@ def _tools(request: GenerateRequest, limits: LimitsConfig) -> None:
             _json_object(f"messages[{i}].tool_calls[{j}].arguments", call.arguments)
 
 
-def _sampling(request: GenerateRequest, info: ModelInfo, limits: LimitsConfig) -> None:
+def _sampling(request: GenerateRequest, info: ServedModel, limits: LimitsConfig) -> None:
     s, caps = request.sampling, info.capabilities
     if s.min_p and not caps.min_p:
         raise unsupported("sampling.min_p", "min_p sampling", info)
@@ -306,7 +306,7 @@ def _sampling(request: GenerateRequest, info: ModelInfo, limits: LimitsConfig) -
         _token_range("sampling.logit_bias", s.logit_bias, info.vocab_size)
 
 
-def _stopping(request: GenerateRequest, info: ModelInfo, limits: LimitsConfig) -> None:
+def _stopping(request: GenerateRequest, info: ServedModel, limits: LimitsConfig) -> None:
     st = request.stopping
     upper = max_tokens_limit(info, limits)
     if not 1 <= st.max_tokens <= upper:
@@ -321,7 +321,7 @@ def _stopping(request: GenerateRequest, info: ModelInfo, limits: LimitsConfig) -
     _token_range("stopping.stop_token_ids", st.stop_token_ids, info.vocab_size)
 
 
-def _response(request: GenerateRequest, info: ModelInfo, limits: LimitsConfig) -> None:
+def _response(request: GenerateRequest, info: ServedModel, limits: LimitsConfig) -> None:
     r, caps = request.response, info.capabilities
     if (r.logprobs or r.top_logprobs) and not caps.logprobs:
         raise unsupported("response.logprobs", "logprobs", info)

@@ -12,14 +12,14 @@ from trt_gateway.types import (
     Capabilities,
     GenerateRequest,
     GuidedDecoding,
-    ModelInfo,
     Prompt,
     ResponseOptions,
     SamplingParams,
+    ServedModel,
     StoppingCriteria,
 )
 
-INFO = ModelInfo("m", "echo", "0", 512, 100, (2,), Capabilities(logprobs=True, max_top_logprobs=5, guided=("regex",)))
+INFO = ServedModel("m", "echo", "0", 512, 100, (2,), Capabilities(logprobs=True, max_top_logprobs=5, guided=("regex",)))
 LIMITS = LimitsConfig()
 
 

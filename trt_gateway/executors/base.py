@@ -1,6 +1,6 @@
 """The Executor contract: the one seam between the gRPC server and a backend.
 
-An executor serves one or more named models. The server has already validated a request against `ModelInfo`
+An executor serves one or more named models. The server has already validated a request against `ServedModel`
 (limits and capabilities) before `generate` sees it; the executor still owns everything that needs the tokenizer
 (prompt length against the context window, chat templates, stop strings).
 
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from trt_gateway import errors
-from trt_gateway.types import AdapterInfo, ChatMessage, ExecutorLoad, GenerateRequest, ModelInfo, TokenDelta
+from trt_gateway.types import AdapterInfo, ChatMessage, ExecutorLoad, GenerateRequest, ServedModel, TokenDelta
 
 
 class Health(enum.Enum):
@@ -31,7 +31,7 @@ class Executor(abc.ABC):
 
     name: str = "abstract"
     served_name: str = ""  # the one model name clients use, for executors that serve one model
-    _info: ModelInfo | None = None  # that model, once started
+    _info: ServedModel | None = None  # that model, once started
 
     def _check_model(self, model: str) -> None:
         """For one-model executors: any other model name is NOT_FOUND."""
@@ -42,7 +42,7 @@ class Executor(abc.ABC):
     async def start(self) -> None:
         """Load models; called once on the server's event loop before it accepts requests."""
 
-    def models(self) -> Sequence[ModelInfo]:
+    def models(self) -> Sequence[ServedModel]:
         """The models this executor serves, the first being the default. One-model executors set `_info` at start."""
         if self._info is None:
             raise errors.Unavailable(f"the {self.name} executor has not started")

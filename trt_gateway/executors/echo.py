@@ -29,9 +29,9 @@ from trt_gateway.types import (
     Finish,
     FinishReason,
     GenerateRequest,
-    ModelInfo,
     PromptInfo,
     Residency,
+    ServedModel,
     TokenDelta,
     TokenLogprob,
     TopLogprob,
@@ -76,7 +76,7 @@ class EchoExecutor(Executor):
     async def start(self) -> None:
         self._health = Health.SERVING
 
-    def models(self) -> Sequence[ModelInfo]:
+    def models(self) -> Sequence[ServedModel]:
         caps = Capabilities(
             lora=True,
             max_lora_rank=self.max_lora_rank,
@@ -86,7 +86,7 @@ class EchoExecutor(Executor):
             chat_template=True,
         )
         return (
-            ModelInfo(
+            ServedModel(
                 name=self.model_name,
                 executor=self.name,
                 executor_version=__version__,

@@ -1,6 +1,6 @@
 """An HF checkpoint as the trtllm and vllm executors see it: where it is, its config files, its tokenizer.
 
-Both engines load the weights themselves. The gateway reads only what `ModelInfo` needs (end-of-sequence ids, the
+Both engines load the weights themselves. The gateway reads only what `ServedModel` needs (end-of-sequence ids, the
 vocabulary size) from `config.json` and `generation_config.json`, and turns chat messages and text into token ids
 through the engine's tokenizer: HF's own, or a wrapper that keeps it in `.tokenizer` (TensorRT-LLM's).
 """
@@ -68,7 +68,7 @@ class CheckpointFiles:
 
 
 def vocab_size(value: Any, model: str) -> int:
-    """`value` (what the engine or the config said) as the vocabulary size; without one no ModelInfo can be built."""
+    """`value` (what the engine or the config said) as the vocabulary size; without one no ServedModel can be built."""
     if not isinstance(value, int):
         raise ConfigError(f"executor.model: cannot tell the vocabulary size of {model}")
     return value

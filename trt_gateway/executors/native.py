@@ -1,6 +1,6 @@
 """The `native` executor (the default): the embedded PyTorch engine behind the Executor contract.
 
-This module only maps the gateway's configuration onto `EngineConfig` and the engine's facts onto `ModelInfo`;
+This module only maps the gateway's configuration onto `EngineConfig` and the engine's facts onto `ServedModel`;
 everything else goes through the engine's typed async front (`engine/async_engine.AsyncEngine`: generate, abort,
 tokenize, adapters, stats), which owns tokenization, checks, grammars, adapter pins and the engine thread.
 
@@ -30,7 +30,7 @@ from trt_gateway.types import (
     ChatMessage,
     ExecutorLoad,
     GenerateRequest,
-    ModelInfo,
+    ServedModel,
     TokenDelta,
 )
 
@@ -83,7 +83,7 @@ class NativeExecutor(Executor):
         self.served_name = served_name or (DEMO_NAME if self.model_path == DEMO_MODEL else self.model_path.name)
         self._health = Health.STARTING
         self.front: AsyncEngine | None = None
-        self._info: ModelInfo | None = None
+        self._info: ServedModel | None = None
 
     @classmethod
     def from_config(cls, config: ExecutorConfig) -> NativeExecutor:
@@ -105,7 +105,7 @@ class NativeExecutor(Executor):
             raise ConfigError(f"executor: cannot serve {self.model_path}: {exc}") from exc
         facts = front.facts
         assert facts is not None  # set by start()
-        self._info = ModelInfo(
+        self._info = ServedModel(
             name=self.served_name,
             executor=self.name,
             executor_version=__version__,

@@ -34,7 +34,7 @@ from trt_gateway.openai_api.responses import DONE, Output, Shape, error_body, ss
 from trt_gateway.server import boundary, coalesce, generation
 from trt_gateway.server.gateway import Gateway
 from trt_gateway.tracing import TRACEPARENT_KEY, Trace
-from trt_gateway.types import GenerateRequest, ModelInfo, Usage
+from trt_gateway.types import GenerateRequest, ServedModel, Usage
 
 log = logging.getLogger("trt_gateway.openai")
 OPEN_PATHS = ("/health", "/version", "/metrics")  # probes and scrapers need no key, as on gRPC
@@ -203,7 +203,7 @@ class _Api:
         if keys.enabled and keys.scope(_auth_metadata(request)) is None:
             raise errors.Unauthenticated("missing or invalid API key (Authorization: Bearer <key>)")
 
-    def _resolve(self, name: Any) -> tuple[ModelInfo, str | None]:
+    def _resolve(self, name: Any) -> tuple[ServedModel, str | None]:
         """(served model, adapter): `model` names a served model, or one of its adapters."""
         if name is not None and not isinstance(name, str):
             raise errors.InvalidArgument("model: must be a string", field="model")
@@ -236,7 +236,7 @@ async def _json(request: Request) -> Any:
         raise errors.InvalidArgument(f"body: not valid JSON ({exc})", field="body") from exc
 
 
-def _model_card(name: str, parent: str | None, info: ModelInfo) -> dict[str, Any]:
+def _model_card(name: str, parent: str | None, info: ServedModel) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "trt-gateway", "root": info.name,
             "parent": parent, "max_model_len": info.max_context_length}
 

@@ -162,7 +162,7 @@ def total_usage(outputs: Sequence[pb.Output]) -> pb.Usage:
     return total
 
 
-def model_info(info: t.ModelInfo, limits: LimitsConfig, *, default: bool) -> pb.ModelInfo:
+def model_info(info: t.ServedModel, limits: LimitsConfig, *, default: bool) -> pb.ModelInfo:
     c = info.capabilities
     return pb.ModelInfo(
         name=info.name,

@@ -20,7 +20,7 @@ from trt_gateway.server import generation
 from trt_gateway.server.admission import Admission
 from trt_gateway.server.auth import Keys
 from trt_gateway.server.metrics import Load, Metrics, ModelMetrics, RouterCollector
-from trt_gateway.types import AdapterInfo, GenerateRequest, ModelInfo, TokenDelta, ToolCall
+from trt_gateway.types import AdapterInfo, GenerateRequest, ServedModel, TokenDelta, ToolCall
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -57,14 +57,14 @@ class Gateway:
         self.admission = Admission(config.admission, metrics)
         self.registry = generation.Registry()
         self.keys = Keys(config.server)
-        self.models: dict[str, ModelInfo] = {}
+        self.models: dict[str, ServedModel] = {}
         self.default = ""
         self.draining = False
         metrics.registry.register(RouterCollector(self.load))
 
     # -- state ----------------------------------------------------------------------------------------------------
 
-    def set_ready(self, models: Sequence[ModelInfo]) -> None:
+    def set_ready(self, models: Sequence[ServedModel]) -> None:
         self.models = {m.name: m for m in models}
         self.default = models[0].name
 
@@ -73,7 +73,7 @@ class Gateway:
         """Serving: models loaded, not draining, executor alive."""
         return bool(self.models) and not self.draining
 
-    def model(self, name: str) -> ModelInfo:
+    def model(self, name: str) -> ServedModel:
         """The served model called `name` ("" = the default)."""
         if not self.models:
             raise errors.Unavailable("the server is starting: models are loading")
@@ -86,12 +86,12 @@ class Gateway:
         executor = self.executor.current_load() if self.models else None
         return Load(self.default, self.admission.queued, self.admission.inflight, executor)
 
-    def adapters(self, info: ModelInfo) -> Sequence[AdapterInfo]:
+    def adapters(self, info: ServedModel) -> Sequence[AdapterInfo]:
         return self.executor.list_adapters(info.name) if info.capabilities.lora else ()
 
     # -- generation -----------------------------------------------------------------------------------------------
 
-    def check(self, request: GenerateRequest, info: ModelInfo, n: int, metadata: Metadata | None) -> GenerateRequest:
+    def check(self, request: GenerateRequest, info: ServedModel, n: int, metadata: Metadata | None) -> GenerateRequest:
         """The one request check and the caller's key against the model and adapter. Returns the request to run:
         a forced tool call adds the guided decoding that enforces it."""
         validation.check_request(request, info, self.limits, n=n)
@@ -110,7 +110,7 @@ class Gateway:
             return deltas
         return _with_tool_calls(deltas, request, self.config.server.tool_call_parser)
 
-    def clock(self, info: ModelInfo, progress: generation.Progress, n: int) -> TokenClock:
+    def clock(self, info: ServedModel, progress: generation.Progress, n: int) -> TokenClock:
         return TokenClock(self.metrics.model(info.name), progress, [0.0] * n)
 
     async def abort(self, request_id: str) -> bool:

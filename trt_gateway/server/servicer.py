@@ -19,7 +19,7 @@ from trt_gateway.server import boundary, coalesce, convert, generation
 from trt_gateway.server.gateway import Gateway
 from trt_gateway.server.metrics import Metrics
 from trt_gateway.server.watchdog import StallWatchdog
-from trt_gateway.types import Finish, FinishReason, ModelInfo, TokenDelta, Usage
+from trt_gateway.types import Finish, FinishReason, ServedModel, TokenDelta, Usage
 from trt_gateway.v1 import gateway_pb2 as pb
 from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -48,10 +48,10 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
-    def set_ready(self, models: Sequence[ModelInfo]) -> None:
+    def set_ready(self, models: Sequence[ServedModel]) -> None:
         self.gateway.set_ready(models)
 
-    def _model(self, name: str) -> ModelInfo:
+    def _model(self, name: str) -> ServedModel:
         return self.gateway.model(name)
 
     # -- generation -----------------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     # -- adapters -------------------------------------------------------------------------------------------------
 
-    def _lora_model(self, name: str) -> ModelInfo:
+    def _lora_model(self, name: str) -> ServedModel:
         info = self._model(name)
         if not info.capabilities.lora:
             raise validation.unsupported("adapter", "LoRA adapters", info)

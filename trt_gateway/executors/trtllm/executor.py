@@ -42,7 +42,7 @@ from trt_gateway.executors.trtllm.options import TrtllmOptions, check_model_path
 from trt_gateway.executors.trtllm.params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.trtllm.stats import StatsPoller
 from trt_gateway.executors.trtllm.stream import abort_result, deltas
-from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ModelInfo, TokenDelta
+from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ServedModel, TokenDelta
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class TrtllmExecutor(ExternalEngineExecutor[AdapterRegistry]):
             self.stats.start()
         self._health = Health.SERVING
 
-    def _model_info(self) -> ModelInfo:
+    def _model_info(self) -> ServedModel:
         files, tok = CheckpointFiles.read(self.config.model), self.llm.tokenizer
         pretrained = files.config.get("pretrained_config", files.config)  # TensorRT engine dirs nest the model config
         build = files.config.get("build_config", {})
@@ -130,7 +130,7 @@ class TrtllmExecutor(ExternalEngineExecutor[AdapterRegistry]):
         )
         self._support = ParamSupport(api.sampling_fields, bool(caps.guided), logprobs_on, caps.max_top_logprobs,
                                      caps.num_draft_tokens)
-        return ModelInfo(self.served_name, self.name, f"tensorrt_llm {api.version}", int(max_len), vocab,
+        return ServedModel(self.served_name, self.name, f"tensorrt_llm {api.version}", int(max_len), vocab,
                          files.eos_token_ids(pretrained, tok), caps)
 
     def health(self) -> Health:

@@ -49,7 +49,7 @@ from trt_gateway.executors.vllm.options import VllmOptions, check_model_path
 from trt_gateway.executors.vllm.params import ParamSupport, sampling_kwargs
 from trt_gateway.executors.vllm.stats import EngineStats
 from trt_gateway.executors.vllm.stream import ErrorKinds, RequestState, deltas
-from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ModelInfo, Prompt, TokenDelta, Tool
+from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, Prompt, ServedModel, TokenDelta, Tool
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class VllmExecutor(ExternalEngineExecutor[VllmAdapters]):
         self._info = self._model_info(model_config)
         self._health = Health.SERVING
 
-    def _model_info(self, model_config: Any) -> ModelInfo:
+    def _model_info(self, model_config: Any) -> ServedModel:
         files, tok = CheckpointFiles.read(self.config.model), self.tokenizer
         opts, api = self.options, self.api
         vocab = hf_checkpoint.vocab_size(model_config.get_vocab_size() if hasattr(model_config, "get_vocab_size")
@@ -131,7 +131,7 @@ class VllmExecutor(ExternalEngineExecutor[VllmAdapters]):
         )
         max_len = int(model_config.max_model_len)
         eos_ids = files.eos_token_ids(files.config, tok)
-        return ModelInfo(self.served_name, self.name, f"vllm {api.version}", max_len, vocab, eos_ids, caps)
+        return ServedModel(self.served_name, self.name, f"vllm {api.version}", max_len, vocab, eos_ids, caps)
 
     def health(self) -> Health:
         if self._health is Health.SERVING and getattr(self.engine, "errored", False):
