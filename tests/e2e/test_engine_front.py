@@ -69,9 +69,10 @@ async def test_closing_early_releases_the_pin_and_the_blocks(front: AsyncEngine)
     await anext(stream)
     await stream.aclose()
     await until(lambda: active(front) == 0)
+    await until(lambda: (s := front.stats()) is not None and s.load.kv_cache_usage == 0.0)
     stats = front.stats()
-    await until(lambda: (s := front.stats()) is not None and s.num_free_blocks == s.num_total_blocks)
-    assert stats is not None and stats.block_size > 0 and stats.lora is not None and stats.lora.max_loras == 1
+    assert stats is not None and stats.load.block_size > 0 and stats.load.max_loras == 1
+    assert stats.load.num_running == stats.load.num_waiting == 0 and stats.speculation is None
 
 
 async def test_cancelled_while_pinning_releases_the_pin(front: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:

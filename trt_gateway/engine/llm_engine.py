@@ -50,9 +50,9 @@ from trt_gateway.engine.scheduler import Scheduler, SchedulerOutput
 from trt_gateway.engine.sequence import SampledToken, Sequence
 from trt_gateway.engine.speculative.draft_model import DraftModel
 from trt_gateway.engine.speculative.planner import SpeculationPlanner
-from trt_gateway.engine.stats import EngineStats, LoraStats
+from trt_gateway.engine.stats import EngineStats
 from trt_gateway.engine.structured_output import GrammarBackend
-from trt_gateway.types import FinishReason, GenerateRequest, Usage
+from trt_gateway.types import ExecutorLoad, FinishReason, GenerateRequest, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -190,21 +190,23 @@ class LLMEngine:
         return EngineBounds(self.vocab_size, self.max_model_len, self.config.max_top_logprobs)
 
     def stats(self) -> EngineStats:
-        """Counts for metrics, readable from any thread (each a single read; together they may be one step apart)."""
-        lora = None
-        if self.lora is not None:
-            running = {s.lora.name for s in list(self.scheduler.running) if s.lora is not None}
-            waiting = {s.lora.name for s in list(self.scheduler.waiting) if s.lora is not None}
-            lora = LoraStats(self.lora.max_loras, tuple(sorted(running)), tuple(sorted(waiting - running)))
-        return EngineStats(
-            num_running=len(self.scheduler.running),
-            num_waiting=len(self.scheduler.waiting),
-            num_total_blocks=self.block_manager.num_blocks,
-            num_free_blocks=self.block_manager.num_free_blocks,
+        """Counts for metrics, readable from any thread (each a single read; together they may be one step apart).
+        KV usage counts prefix-cached blocks that no sequence holds as free."""
+        running_seqs, waiting_seqs = list(self.scheduler.running), list(self.scheduler.waiting)
+        running = {s.lora.name for s in running_seqs if s.lora is not None}
+        waiting = {s.lora.name for s in waiting_seqs if s.lora is not None} - running
+        total, free = self.block_manager.num_blocks, self.block_manager.num_free_blocks
+        load = ExecutorLoad(
+            num_running=len(running_seqs),
+            num_waiting=len(waiting_seqs),
+            kv_cache_usage=(total - free) / total if total else 0.0,
             block_size=self.config.block_size,
-            lora=lora,
-            speculation=self.speculation.stats.snapshot() if self.speculation is not None else None,
+            num_blocks=total,
+            max_loras=self.lora.max_loras if self.lora is not None else 0,
+            running_adapters=tuple(sorted(running)),
+            waiting_adapters=tuple(sorted(waiting)),
         )
+        return EngineStats(load, self.speculation.stats.snapshot() if self.speculation is not None else None)
 
     # -- requests -----------------------------------------------------------------------------------------------
     def add_request(

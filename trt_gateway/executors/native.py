@@ -138,19 +138,8 @@ class NativeExecutor(Executor):
         registry.register(SpeculationCollector(self.served_name, self.engine_config.speculative_mode, speculation))
 
     def current_load(self) -> ExecutorLoad | None:
-        s = self.front.stats() if self.front is not None else None
-        if s is None:
-            return None
-        return ExecutorLoad(
-            num_running=s.num_running,
-            num_waiting=s.num_waiting,
-            kv_cache_usage=s.kv_cache_usage,
-            block_size=s.block_size,
-            num_blocks=s.num_total_blocks,
-            max_loras=s.lora.max_loras if s.lora is not None else 0,
-            running_adapters=s.lora.running if s.lora is not None else (),
-            waiting_adapters=s.lora.waiting if s.lora is not None else (),
-        )
+        stats = self.front.stats() if self.front is not None else None
+        return stats.load if stats is not None else None
 
     def health(self) -> Health:
         if self.front is not None and self.front.dead:
