@@ -2,7 +2,8 @@
 
 A LoRA path from a client is untrusted. It must resolve (symlinks followed) to a directory under one of the
 configured adapter roots, and may not contain `..` at all, so neither a relative escape nor a symlink escape can
-make the server read arbitrary files.
+make the server read arbitrary files. The files in it are then read through `adapter_files`, which follows no
+symlink at all, on every read (so a directory swapped after this check is not read).
 """
 
 from __future__ import annotations
@@ -22,23 +23,49 @@ def check_name(name: str, field: str = "name") -> None:
         )
 
 
-def confine(path: str, roots: Sequence[str], field: str = "path") -> str:
-    """Return the resolved directory, or raise if it lies outside every root."""
+def no_roots(field: str = "path") -> errors.FailedPrecondition:
+    return errors.FailedPrecondition(
+        "loading adapters by path is disabled: the server has no adapter roots "
+        "(set executor.lora.adapter_roots in the config, or --adapter-root DIR)",
+        field=field,
+    )
+
+
+def confine(path: str, roots: Sequence[str], field: str = "path", *, relative_to_cwd: bool = False) -> str:
+    """Return the resolved directory, or raise if it lies outside every root.
+
+    A relative path is looked for under each root in turn (the first that has it wins): a client cannot know the
+    server's working directory. With `relative_to_cwd` (adapters named on the command line or in the config file,
+    like every other path there) the working directory is tried first.
+    """
     if not roots:
-        raise errors.FailedPrecondition(
-            "loading adapters by path is disabled: the server has no adapter roots (--adapter-root)", field=field
-        )
+        raise no_roots(field)
     if not path:
         raise errors.InvalidArgument(f"{field} must not be empty", field=field)
+    if "\x00" in path:
+        raise errors.InvalidArgument(f"{field} must not contain a NUL byte", field=field)
     if ".." in PurePath(path).parts:
         raise errors.InvalidArgument(f"{field} must not contain '..', got {path[:200]!r}", field=field)
-    candidate = Path(path) if os.path.isabs(path) else Path(roots[0]) / path
+    candidate = Path(path) if os.path.isabs(path) else _relative(path, roots, field, relative_to_cwd)
     resolved = Path(os.path.realpath(candidate))
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     if not any(resolved == root or resolved.is_relative_to(root) for root in real_roots):
         raise errors.InvalidArgument(
-            f"{field} {path[:200]!r} resolves outside the adapter roots ({', '.join(map(str, roots))})", field=field
+            f"{field} {path[:200]!r} resolves to {resolved}, outside the adapter roots ({', '.join(map(str, roots))})",
+            field=field,
         )
     if not resolved.is_dir():
-        raise errors.InvalidArgument(f"{field} {path[:200]!r} is not a directory", field=field)
+        raise errors.InvalidArgument(f"{field} {path[:200]!r} ({resolved}) is not a directory", field=field)
     return str(resolved)
+
+
+def _relative(path: str, roots: Sequence[str], field: str, relative_to_cwd: bool) -> Path:
+    bases = ([Path.cwd()] if relative_to_cwd else []) + [Path(r) for r in roots]
+    for base in bases:
+        if (base / path).exists():
+            return base / path
+    tried = ", ".join(str(base / path) for base in bases)
+    where = "the working directory and then under each adapter root" if relative_to_cwd else "under each adapter root"
+    raise errors.InvalidArgument(
+        f"{field} {path[:200]!r} is relative, so it was looked for {where}; none exists: {tried}", field=field
+    )

@@ -147,11 +147,13 @@ class ExecutorConfig:
 
 @dataclass(frozen=True)
 class ScopedApiKey:
-    """An API key limited to some models and adapters. "*" allows any; "" in adapters allows the base model."""
+    """An API key limited to some models and adapters. "*" allows any; "" in adapters allows the base model.
+    `admin` also lets it load and unload adapters (within its scope) and see adapters' server paths."""
 
     key: str
     models: tuple[str, ...] = ("*",)
     adapters: tuple[str, ...] = ("*",)
+    admin: bool = False
 
 
 @dataclass(frozen=True)

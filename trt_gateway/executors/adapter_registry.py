@@ -21,14 +21,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trt_gateway import errors
+from trt_gateway import adapter_files, errors
 from trt_gateway.types import AdapterInfo, Residency
 
+log = logging.getLogger(__name__)
+CONFIG_FILE = "adapter_config.json"
+MAX_CONFIG_BYTES = 1 << 20
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -51,20 +55,35 @@ class Adapter:
 
 
 def read_adapter_config(path: str, field: str = "path") -> dict[str, Any]:
-    """Check an HF PEFT LoRA directory and return its adapter_config.json."""
-    p = Path(path)
-    if not p.is_dir():
+    """Check an HF PEFT LoRA directory (a resolved path: adapter_paths.confine) and return its adapter_config.json.
+    Files are opened without following symlinks (adapter_files.py); errors never quote the file's contents."""
+    if not Path(path).is_dir():
         raise errors.InvalidArgument(f"{field}: adapter directory {path} does not exist", field=field)
-    config_file = p / "adapter_config.json"
     try:
-        cfg = json.loads(config_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise errors.InvalidArgument(f"{field}: cannot read {config_file}: {exc}", field=field) from exc
+        text = adapter_files.read_file(path, CONFIG_FILE, MAX_CONFIG_BYTES)
+    except adapter_files.Unreadable as exc:
+        raise errors.InvalidArgument(f"{field}: adapter at {path}: {exc.reason}", field=field) from None
+    try:
+        cfg = json.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidArgument(f"{field}: {CONFIG_FILE} is not valid JSON (or not UTF-8)", field=field) from None
     if not isinstance(cfg, dict):
-        raise errors.InvalidArgument(f"{field}: {config_file} must hold a JSON object", field=field)
-    if not any((p / w).is_file() for w in WEIGHT_FILES):
-        raise errors.InvalidArgument(f"{field}: {path} has none of {', '.join(WEIGHT_FILES)}", field=field)
+        raise errors.InvalidArgument(f"{field}: {CONFIG_FILE} must hold a JSON object", field=field)
+    check_files(path, field)
     return cfg
+
+
+def check_files(path: str, field: str) -> None:
+    """The weights file is there and reachable without a symlink. The external engines read the files themselves,
+    whenever they (re)load an adapter, so this is checked again on every use (`AdapterRegistry.acquire`)."""
+    problems = []
+    for name in WEIGHT_FILES:
+        try:
+            adapter_files.check_file(path, name)
+            return
+        except adapter_files.Unreadable as exc:
+            problems.append(exc.reason)
+    raise errors.InvalidArgument(f"{field}: adapter at {path}: {'; '.join(problems)}", field=field)
 
 
 class AdapterRegistry:
@@ -96,9 +115,10 @@ class AdapterRegistry:
             return existing
         cfg = read_adapter_config(path)
         rank = cfg.get("r")
-        if not isinstance(rank, int) or not 1 <= rank <= self.max_lora_rank:
+        if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= self.max_lora_rank:
+            shown = rank if isinstance(rank, int) else f"a JSON {type(rank).__name__}"  # never quote the file
             raise errors.InvalidArgument(
-                f"path: adapter rank r={rank!r} is outside [1, max_lora_rank={self.max_lora_rank}]", field="path"
+                f"path: adapter rank r={shown} is outside [1, max_lora_rank={self.max_lora_rank}]", field="path"
             )
         modules = cfg.get("target_modules") or ()
         modules = (modules,) if isinstance(modules, str) else tuple(sorted(str(m) for m in modules))
@@ -127,11 +147,15 @@ class AdapterRegistry:
         adapter = self._adapters.get(name)
         if adapter is None:
             raise errors.NotFound(f"adapter {name!r} is not loaded", field="adapter")
-        if not Path(adapter.path).is_dir():  # LoRARequest would raise ValueError on it
+        try:  # its files may have changed since Load (a symlink swapped in): the engine is about to read them
+            check_files(adapter.path, "adapter")
+        except errors.GatewayError as exc:  # its message names server paths: logged, not sent to the client
+            log.warning("adapter %s can no longer be used: %s", name, exc.message)
             raise errors.FailedPrecondition(
-                f"adapter {name!r}: its directory {adapter.path} has disappeared; unload and load it again",
+                f"adapter {name!r}: its files changed or disappeared since it was loaded (the server log says how); "
+                "unload and load it again",
                 field="adapter",
-            )
+            ) from None
         self._active[name] = self._active.get(name, 0) + 1
         return adapter
 

@@ -14,10 +14,9 @@ import asyncio
 import codecs
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from trt_gateway import __version__, errors, validation
+from trt_gateway import __version__, adapter_files, errors, validation
 from trt_gateway.config import ConfigError, ExecutorConfig
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.stopping import StopStringMatcher
@@ -227,12 +226,15 @@ class EchoExecutor(Executor):
 
     async def load_adapter(self, model: str, name: str, path: str) -> AdapterInfo:
         self._check_model(model)
-        config_path = Path(path) / "adapter_config.json"
-        try:
-            cfg = json.loads(config_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise errors.InvalidArgument(f"path: cannot read {config_path}: {exc}", field="path") from exc
-        rank = int(cfg.get("r", 0))
+        try:  # no symlink followed, no file contents in the error (adapter_files.py), as the real executors
+            cfg = json.loads(adapter_files.read_file(path, "adapter_config.json", 1 << 20))
+        except adapter_files.Unreadable as exc:
+            raise errors.InvalidArgument(f"path: adapter at {path}: {exc.reason}", field="path") from None
+        except ValueError:
+            raise errors.InvalidArgument("path: adapter_config.json is not valid JSON", field="path") from None
+        if not isinstance(cfg, dict):
+            raise errors.InvalidArgument("path: adapter_config.json must hold a JSON object", field="path")
+        rank = cfg.get("r", 0) if isinstance(cfg.get("r", 0), int) else 0
         if not 1 <= rank <= self.max_lora_rank:
             raise errors.InvalidArgument(
                 f"adapter rank r={rank} is outside [1, max_lora_rank={self.max_lora_rank}]", field="path"

@@ -32,6 +32,7 @@ from trt_gateway.log import request_id_var
 from trt_gateway.openai_api import protocol
 from trt_gateway.openai_api.responses import DONE, Output, Shape, error_body, sse
 from trt_gateway.server import boundary, coalesce, generation
+from trt_gateway.server.auth import Caller
 from trt_gateway.server.gateway import Gateway
 from trt_gateway.tracing import TRACEPARENT_KEY, Trace
 from trt_gateway.types import GenerateRequest, ServedModel, Usage
@@ -83,14 +84,14 @@ class _Api:
 
     async def models(self, request: Request) -> Response:
         try:
-            self._authenticate(request)
+            caller = self._authenticate(request)
             self.gateway.model("")  # 503 while starting
         except errors.GatewayError as exc:
             return error_response(exc)
         data = []
-        for info in self.gateway.models.values():
+        for info in self.gateway.visible_models(caller):  # only what this key may use (auth.py)
             data.append(_model_card(info.name, None, info))
-            data.extend(_model_card(a.name, info.name, info) for a in self.gateway.adapters(info))
+            data.extend(_model_card(a.name, info.name, info) for a in self.gateway.adapters(info, caller))
         return JSONResponse({"object": "list", "data": data})
 
     # -- generation -----------------------------------------------------------------------------------------------
@@ -107,14 +108,14 @@ class _Api:
         try:
             validation.request_id(rid, self.gateway.limits)
             request_id_var.set(rid)
-            self._authenticate(request)
+            caller = self._authenticate(request)
             body = await _json(request)
-            info, adapter = self._resolve(body.get("model") if isinstance(body, dict) else None)
+            info, adapter = self._resolve(body.get("model") if isinstance(body, dict) else None, caller)
             parse = protocol.parse_chat if chat else protocol.parse_completion
             parsed = parse(body, request_id=rid, model=info.name,
                            default_max_tokens=validation.default_max_tokens(info, self.gateway.limits))
             req = parsed.request if adapter is None else _with_adapter(parsed.request, adapter)
-            req = self.gateway.check(req, info, parsed.n, _auth_metadata(request))
+            req = self.gateway.check(req, info, parsed.n, caller)
         except errors.GatewayError as exc:
             code = errors.row_for(exc).grpc_code.name
             self.gateway.metrics.requests.labels(_method(chat), code).inc()
@@ -122,7 +123,7 @@ class _Api:
             return error_response(exc, rid)
         shape = Shape(chat, rid, str(body.get("model") or info.name), req.response.logprobs)
         progress = generation.Progress()
-        deltas = self.gateway.start(req, parsed.n, progress)
+        deltas = self.gateway.start(req, parsed.n, progress, rid)
         clock = self.gateway.clock(info, progress, parsed.n)
         headers = {"x-request-id": rid}
         if parsed.stream:
@@ -198,22 +199,24 @@ class _Api:
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
-    def _authenticate(self, request: Request) -> None:
-        keys = self.gateway.keys
-        if keys.enabled and keys.scope(_auth_metadata(request)) is None:
-            raise errors.Unauthenticated("missing or invalid API key (Authorization: Bearer <key>)")
+    def _authenticate(self, request: Request) -> Caller:
+        try:
+            return self.gateway.keys.caller(_auth_metadata(request))
+        except errors.Unauthenticated:
+            raise errors.Unauthenticated("missing or invalid API key (Authorization: Bearer <key>)") from None
 
-    def _resolve(self, name: Any) -> tuple[ServedModel, str | None]:
-        """(served model, adapter): `model` names a served model, or one of its adapters."""
+    def _resolve(self, name: Any, caller: Caller) -> tuple[ServedModel, str | None]:
+        """(served model, adapter): `model` names a served model, or one of its adapters the key may use (others
+        are not found, as if they did not exist)."""
         if name is not None and not isinstance(name, str):
             raise errors.InvalidArgument("model: must be a string", field="model")
         name = name or ""
         if not self.gateway.models or name in self.gateway.models or not name:
-            return self.gateway.model(name), None
-        for info in self.gateway.models.values():
-            if any(a.name == name for a in self.gateway.adapters(info)):
+            return self.gateway.model(name, caller), None
+        for info in self.gateway.visible_models(caller):
+            if any(a.name == name for a in self.gateway.adapters(info, caller)):
                 return info, name
-        return self.gateway.model(name), None  # NOT_FOUND, listing what is served
+        raise validation.unknown_model(name, [m.name for m in self.gateway.visible_models(caller)])
 
 
 def _method(chat: bool) -> str:

@@ -130,7 +130,8 @@ class GatewayServer:
         lora = self.config.executor.lora
         for name, path in lora.adapters.items():
             adapter_paths.check_name(name, "executor.lora.adapters")
-            await self.executor.load_adapter(model, name, adapter_paths.confine(path, lora.adapter_roots))
+            path = adapter_paths.confine(path, lora.adapter_roots, f"executor.lora.adapters.{name}", relative_to_cwd=True)
+            await self.executor.load_adapter(model, name, path)
 
     async def _start_http(self) -> None:
         if not self.config.server.http:

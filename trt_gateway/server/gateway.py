@@ -18,7 +18,7 @@ from trt_gateway.config import GatewayConfig
 from trt_gateway.executors.base import Executor
 from trt_gateway.server import generation
 from trt_gateway.server.admission import Admission
-from trt_gateway.server.auth import Keys
+from trt_gateway.server.auth import Caller, Keys
 from trt_gateway.server.metrics import Load, Metrics, ModelMetrics, RouterCollector
 from trt_gateway.types import AdapterInfo, GenerateRequest, ServedModel, TokenDelta, ToolCall
 
@@ -73,39 +73,51 @@ class Gateway:
         """Serving: models loaded, not draining, executor alive."""
         return bool(self.models) and not self.draining
 
-    def model(self, name: str) -> ServedModel:
-        """The served model called `name` ("" = the default)."""
+    def model(self, name: str, caller: Caller | None = None) -> ServedModel:
+        """The served model called `name` ("" = the default), if the caller's key may use it: its scope is checked
+        before existence and only the models it may use are listed, so a key learns nothing of the others."""
         if not self.models:
             raise errors.Unavailable("the server is starting: models are loading")
+        if caller is not None:
+            caller.check_model(name or self.default, default=not name)
         info = self.models.get(name or self.default)
         if info is None:
-            raise validation.unknown_model(name, list(self.models))
+            raise validation.unknown_model(name, [m.name for m in self.visible_models(caller)])
         return info
+
+    def visible_models(self, caller: Caller | None) -> list[ServedModel]:
+        return [m for m in self.models.values() if caller is None or caller.may_use_model(m.name)]
 
     def load(self) -> Load:
         executor = self.executor.current_load() if self.models else None
         return Load(self.default, self.admission.queued, self.admission.inflight, executor)
 
-    def adapters(self, info: ServedModel) -> Sequence[AdapterInfo]:
-        return self.executor.list_adapters(info.name) if info.capabilities.lora else ()
+    def adapters(self, info: ServedModel, caller: Caller) -> list[AdapterInfo]:
+        """The model's adapters the caller's key may use; their server paths only for an admin key."""
+        found = self.executor.list_adapters(info.name) if info.capabilities.lora else ()
+        shown = [a for a in found if caller.may_use_adapter(a.name)]
+        return shown if caller.admin else [dataclasses.replace(a, path="") for a in shown]
 
     # -- generation -----------------------------------------------------------------------------------------------
 
-    def check(self, request: GenerateRequest, info: ServedModel, n: int, metadata: Metadata | None) -> GenerateRequest:
+    def check(self, request: GenerateRequest, info: ServedModel, n: int, caller: Caller) -> GenerateRequest:
         """The one request check and the caller's key against the model and adapter. Returns the request to run:
-        a forced tool call adds the guided decoding that enforces it."""
+        its id in the caller's namespace (auth.py), and a forced tool call adds the guided decoding that enforces
+        it."""
         validation.check_request(request, info, self.limits, n=n)
-        self.keys.authorize(metadata, model=info.name, adapter=request.adapter or "")
+        caller.check_model(info.name)
+        caller.check_adapter(request.adapter or "")
         constrained = tool_calls.constrain(request)
         if constrained is not request:
             validation.guided_supported(constrained, info)
-        return constrained
+        return dataclasses.replace(constrained, request_id=caller.owned_id(request.request_id))
 
     def start(
-        self, request: GenerateRequest, n: int, progress: generation.Progress
+        self, request: GenerateRequest, n: int, progress: generation.Progress, shown_id: str
     ) -> AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None]:
-        """(output index, delta) until every output finished. Close it to abort what is still running."""
-        deltas = generation.run(self.executor, self.admission, self.registry, request, n, progress)
+        """(output index, delta) until every output finished. Close it to abort what is still running.
+        `request` is what `check` returned; `shown_id` is the id its caller knows it by (for error messages)."""
+        deltas = generation.run(self.executor, self.admission, self.registry, request, n, progress, shown_id=shown_id)
         if tool_calls.parser_for(request, self.config.server.tool_call_parser) is None:
             return deltas
         return _with_tool_calls(deltas, request, self.config.server.tool_call_parser)
@@ -113,8 +125,13 @@ class Gateway:
     def clock(self, info: ServedModel, progress: generation.Progress, n: int) -> TokenClock:
         return TokenClock(self.metrics.model(info.name), progress, [0.0] * n)
 
-    async def abort(self, request_id: str) -> bool:
-        return await generation.abort(self.executor, self.registry, request_id)
+    async def abort(self, request_id: str, caller: Caller) -> bool:
+        """Abort the caller's own request `request_id`; another key's request of that id is not found."""
+        return await self.abort_owned(caller.owned_id(request_id))
+
+    async def abort_owned(self, owned_id: str) -> bool:
+        """Abort by the id `check` gave the request (the server's own aborts: stalled streams)."""
+        return await generation.abort(self.executor, self.registry, owned_id)
 
 
 async def _with_tool_calls(

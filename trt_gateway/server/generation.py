@@ -40,9 +40,10 @@ class Registry:
     def __len__(self) -> int:
         return len(self._handles)
 
-    def add(self, request_id: str, n: int) -> Handle:
+    def add(self, request_id: str, n: int, shown_id: str | None = None) -> Handle:
+        """`shown_id`: the id as its caller knows it, for the error (the key is namespaced per tenant: auth.py)."""
         if request_id in self._handles:
-            raise validation.duplicate_request_id(request_id)
+            raise validation.duplicate_request_id(shown_id if shown_id is not None else request_id)
         subs = (request_id,) if n == 1 else tuple(f"{request_id}/{i}" for i in range(n))
         handle = self._handles[request_id] = Handle(request_id, subs)
         return handle
@@ -78,9 +79,11 @@ async def run(
     request: GenerateRequest,
     n: int,
     progress: Progress,
+    *,
+    shown_id: str | None = None,
 ) -> AsyncGenerator[tuple[int, TokenDelta | Queued], None]:
     """Yield (output index, delta) until every output has finished; (-1, Queued) while waiting, if asked."""
-    handle = registry.add(request.request_id, n)
+    handle = registry.add(request.request_id, n, shown_id)
     try:
         async for position in _admit(admission, request, n, handle, progress):
             yield -1, Queued(position)

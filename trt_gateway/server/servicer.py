@@ -16,6 +16,7 @@ from trt_gateway.config import GatewayConfig
 from trt_gateway.executors.base import Executor
 from trt_gateway.log import request_id_var
 from trt_gateway.server import boundary, coalesce, convert, generation
+from trt_gateway.server.auth import Caller
 from trt_gateway.server.gateway import Gateway
 from trt_gateway.server.metrics import Metrics
 from trt_gateway.server.watchdog import StallWatchdog
@@ -51,14 +52,18 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     def set_ready(self, models: Sequence[ServedModel]) -> None:
         self.gateway.set_ready(models)
 
-    def _model(self, name: str) -> ServedModel:
-        return self.gateway.model(name)
+    def _model(self, name: str, caller: Caller | None = None) -> ServedModel:
+        return self.gateway.model(name, caller)
+
+    def _caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        return self.keys.caller(context.invocation_metadata())
 
     # -- generation -----------------------------------------------------------------------------------------------
 
     async def _start(self, msg: pb.GenerateRequest, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
         progress = generation.Progress()
-        info = self._model(msg.model)
+        caller = self._caller(context)
+        info = self._model(msg.model, caller)
         rid = msg.request_id or boundary.metadata_request_id(context)
         if rid:  # a client's id is checked; ours is not held to the client's length limit
             validation.request_id(rid, self.limits)
@@ -66,14 +71,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             rid = boundary.new_request_id()
         request_id_var.set(rid)
         request = convert.generate_request(msg, rid, info.name, validation.default_max_tokens(info, self.limits))
-        request = self.gateway.check(request, info, max(msg.n, 1), context.invocation_metadata())
+        request = self.gateway.check(request, info, max(msg.n, 1), caller)
         if self.config.server.log_requests:  # opt-in only: prompts may hold user data
             log.info("prompt: %r", msg.text or list(msg.token_ids) or [(m.role, m.content) for m in msg.messages])
         # Sent while the executor starts, so its round trip (~0.1 ms on an idle loop, more under load) overlaps
         # admission and the first token. The caller awaits it before its first write and on every way out.
         metadata = asyncio.ensure_future(context.send_initial_metadata(((boundary.REQUEST_ID_KEY, rid),)))
-        deltas = self.gateway.start(request, max(msg.n, 1), progress)
-        return info, rid, progress, deltas, metadata
+        deltas = self.gateway.start(request, max(msg.n, 1), progress, rid)
+        return info, request.request_id, rid, progress, deltas, metadata
 
     def _timings(self, progress: generation.Progress, finish: Finish | None) -> pb.Timings:
         now = time.monotonic()
@@ -87,14 +92,14 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
-        info, rid, progress, deltas, metadata = await self._start(request, context)
+        info, owned_id, rid, progress, deltas, metadata = await self._start(request, context)
         n = max(request.n, 1)
         tokens, finished, sent = [0] * n, set(), False
         texts: list[list[str]] | None = [[] for _ in range(n)] if self.config.server.log_requests else None
         clock = self.gateway.clock(info, progress, n)
         stall_s = self.config.server.stall_timeout_s
         # A client that stops reading blocks our yield (gRPC flow control): the watchdog aborts such a request.
-        watchdog = StallWatchdog(stall_s, lambda: self._stalled(rid, stall_s)) if stall_s else None
+        watchdog = StallWatchdog(stall_s, lambda: self._stalled(owned_id, stall_s)) if stall_s else None
         # Deltas that queue up while a yield is blocked leave as one chunk (coalesce.py): nothing waits for them.
         items = coalesce.coalesce(deltas, self.config.server.stream_coalesce_tokens)
         self.metrics.active_streams.inc()
@@ -136,10 +141,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             self.metrics.active_streams.dec()
             await _settled(metadata)  # before the boundary sends a status, which must not race it
 
-    def _stalled(self, request_id: str, stall_s: float) -> None:
-        log.warning("client read nothing for %.0fs: aborting request %s to free its KV cache", stall_s, request_id)
+    def _stalled(self, owned_id: str, stall_s: float) -> None:
+        log.warning("client read nothing for %.0fs: aborting request %s to free its KV cache", stall_s,
+                    request_id_var.get())
         self.metrics.rejected.labels("stalled").inc()
-        task = asyncio.ensure_future(self.gateway.abort(request_id))
+        task = asyncio.ensure_future(self.gateway.abort_owned(owned_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -151,7 +157,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
 
     @boundary.unary("Generate")
     async def Generate(self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> pb.GenerateResponse:
-        info, rid, progress, deltas, metadata = await self._start(request, context)
+        info, _, rid, progress, deltas, metadata = await self._start(request, context)
         n = max(request.n, 1)
         per_output: list[list[TokenDelta]] = [[] for _ in range(n)]
         prompt = None
@@ -184,13 +190,13 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         if not request.request_id:
             raise validation.fail("empty", "request_id")
         validation.request_id(request.request_id, self.limits)
-        return pb.AbortResponse(found=await self.gateway.abort(request.request_id))
+        return pb.AbortResponse(found=await self.gateway.abort(request.request_id, self._caller(context)))
 
     # -- models and tokens ----------------------------------------------------------------------------------------
 
     @boundary.unary("Tokenize")
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext) -> pb.TokenizeResponse:
-        info = self._model(request.model)
+        info = self._model(request.model, self._caller(context))
         prompt = t.Prompt(text=request.text or None, messages=convert.messages(request.messages) or None)
         validation.prompt_input(prompt, self.limits, info.vocab_size)
         if not info.capabilities.tokenize:
@@ -209,19 +215,25 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         return pb.ListModelsResponse(
             models=[
                 convert.model_info(m, self.limits, default=m.name == self.gateway.default)
-                for m in self.gateway.models.values()
+                for m in self.gateway.visible_models(self._caller(context))
             ]
         )
 
     @boundary.unary("GetModelInfo")
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
-        info = self._model(request.model)
+        info = self._model(request.model, self._caller(context))
         return convert.model_info(info, self.limits, default=info.name == self.gateway.default)
 
     # -- adapters -------------------------------------------------------------------------------------------------
 
-    def _lora_model(self, name: str) -> ServedModel:
-        info = self._model(name)
+    def _lora_model(self, name: str, caller: Caller, *, lifecycle: str = "") -> ServedModel:
+        """The model, if it serves adapters. `lifecycle` names a Load/Unload RPC: those need an admin key, and
+        adapter roots, whatever the executor (FAILED_PRECONDITION naming the config key, as docs/api.md says)."""
+        if lifecycle:
+            caller.check_admin(lifecycle)
+        info = self._model(name, caller)
+        if lifecycle and not self.config.executor.lora.adapter_roots:
+            raise adapter_paths.no_roots()
         if not info.capabilities.lora:
             raise validation.unsupported("adapter", "LoRA adapters", info)
         return info
@@ -230,14 +242,16 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def ListAdapters(
         self, request: pb.ListAdaptersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAdaptersResponse:
-        info = self._lora_model(request.model)
-        return pb.ListAdaptersResponse(adapters=[convert.adapter_info(a) for a in self.executor.list_adapters(info.name)])
+        caller = self._caller(context)
+        info = self._lora_model(request.model, caller)
+        return pb.ListAdaptersResponse(adapters=[convert.adapter_info(a) for a in self.gateway.adapters(info, caller)])
 
     @boundary.unary("LoadAdapter")
     async def LoadAdapter(self, request: pb.LoadAdapterRequest, context: grpc.aio.ServicerContext) -> pb.AdapterInfo:
-        info = self._lora_model(request.model)
+        caller = self._caller(context)
+        info = self._lora_model(request.model, caller, lifecycle="LoadAdapter")
         adapter_paths.check_name(request.name)
-        self.keys.authorize(context.invocation_metadata(), model=info.name, adapter=request.name)
+        caller.check_adapter(request.name)
         path = adapter_paths.confine(request.path, self.config.executor.lora.adapter_roots)
         return convert.adapter_info(await self.executor.load_adapter(info.name, request.name, path))
 
@@ -245,8 +259,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
     async def UnloadAdapter(
         self, request: pb.UnloadAdapterRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnloadAdapterResponse:
-        info = self._lora_model(request.model)
+        caller = self._caller(context)
+        info = self._lora_model(request.model, caller, lifecycle="UnloadAdapter")
         adapter_paths.check_name(request.name)
-        self.keys.authorize(context.invocation_metadata(), model=info.name, adapter=request.name)
+        caller.check_adapter(request.name)
         await self.executor.unload_adapter(info.name, request.name)
         return pb.UnloadAdapterResponse()

@@ -1,9 +1,10 @@
 """Read and validate one PEFT LoRA adapter (`adapter_config.json` + `adapter_model.safetensors`).
 
-An adapter is untrusted input: every way it can be wrong for the served model (missing files, bad JSON, a non-LoRA
-PEFT type, an unknown target module, a rank over the limit, a tensor whose shape does not fit the module it names)
-raises `errors.InvalidArgument` with the reason, before any tensor is read. Shapes are checked from the safetensors
-header alone.
+An adapter is untrusted input: every way it can be wrong for the served model (missing or symlinked files, bad JSON,
+a non-LoRA PEFT type, an unknown target module, a rank over the limit, a tensor whose dtype is not floating point or
+whose shape does not fit the module it names, NaN or infinite values) raises `errors.InvalidArgument` with the reason
+and the tensor's name. Dtypes and shapes are checked from the safetensors header before any tensor is built. Errors
+never quote the config file's values (only their types): the file may not be what it claims to be.
 
 PEFT computes `y = W x + scaling * B (A x)` with A [r, in], B [out, r] and scaling = alpha / r (rsLoRA:
 alpha / sqrt(r)). The scaling is folded into B here, once, so the batched kernels only ever do `B' (A x)`.
@@ -19,13 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors import safe_open
 
-from trt_gateway import errors
+from trt_gateway import adapter_files, errors
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+MAX_CONFIG_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 8 << 30
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors' names; integer, bool and float8 weights are refused
+_JSON_TYPES = {str: "string", list: "array", dict: "object", bool: "boolean", type(None): "null"}
 # PEFT module names -> where they sit in a Llama decoder layer. The engine's module names mirror HF's.
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # "base_model.model.<module>.lora_A.weight"; older PEFT versions keep the adapter name: "lora_A.default.weight".
@@ -64,33 +69,43 @@ class AdapterConfig:
 
 
 def read_config(path: Path, max_rank: int) -> AdapterConfig:
-    file = path / CONFIG_FILE
-    if not file.is_file():
-        raise _invalid(path, f"{CONFIG_FILE} is missing")
+    """Errors name the key and the type of a bad value, never the value: the file is untrusted and the error goes
+    back to the client."""
     try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _invalid(path, f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
+        text = adapter_files.read_file(str(path), CONFIG_FILE, MAX_CONFIG_BYTES)
+    except adapter_files.Unreadable as exc:
+        raise _invalid(path, exc.reason) from None
+    try:
+        raw = json.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid(path, f"{CONFIG_FILE} is not valid JSON (or not UTF-8)") from None
     if not isinstance(raw, dict):
         raise _invalid(path, f"{CONFIG_FILE} must hold a JSON object")
     if raw.get("peft_type", "LORA") != "LORA":
-        raise _invalid(path, f"peft_type {raw.get('peft_type')!r} is not supported (only 'LORA')")
+        raise _invalid(path, "peft_type is not 'LORA': only LoRA adapters are supported")
     for key, what in _UNSUPPORTED.items():
         if raw.get(key):
             raise _invalid(path, f"{what} is not supported")
     if raw.get("bias", "none") != "none":
-        raise _invalid(path, f"bias={raw.get('bias')!r} is not supported (only 'none')")
+        raise _invalid(path, "bias is not 'none': trained biases are not supported")
     rank = raw.get("r")
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise _invalid(path, f"r must be a positive integer, got {rank!r}")
+        raise _invalid(path, f"r must be a positive integer, got {_kind(rank)}")
     if rank > max_rank:
         raise _invalid(path, f"rank {rank} exceeds the server's max_lora_rank {max_rank}")
     alpha = raw.get("lora_alpha", 8)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
-        raise _invalid(path, f"lora_alpha must be a positive number, got {alpha!r}")
+        raise _invalid(path, f"lora_alpha must be a positive number, got {_kind(alpha)}")
     rslora = bool(raw.get("use_rslora", False))
     scaling = alpha / math.sqrt(rank) if rslora else alpha / rank
     return AdapterConfig(rank, float(alpha), scaling, rslora, _targets(path, raw.get("target_modules")))
+
+
+def _kind(value: Any) -> str:
+    """A config value as an error may show it: numbers (their size is the point), else only the JSON type."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return f"a JSON {_JSON_TYPES.get(type(value), 'value')}"
 
 
 def _targets(path: Path, value: Any) -> tuple[str, ...]:
@@ -101,67 +116,93 @@ def _targets(path: Path, value: Any) -> tuple[str, ...]:
         try:
             pattern = re.compile(value)
         except re.error as exc:
-            raise _invalid(path, f"target_modules regex {value!r} does not compile: {exc}") from exc
+            raise _invalid(path, f"target_modules regex does not compile: {exc.msg}") from None
         found = tuple(m for m in TARGET_MODULES if pattern.fullmatch(f"model.layers.0.self_attn.{m}")
                       or pattern.fullmatch(f"model.layers.0.mlp.{m}"))
         if not found:
-            raise _invalid(path, f"target_modules regex {value!r} matches none of {', '.join(TARGET_MODULES)}")
+            raise _invalid(path, f"target_modules regex matches none of {', '.join(TARGET_MODULES)}")
         return found
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise _invalid(path, f"target_modules must be a non-empty list of names, got {value!r}")
+        raise _invalid(path, f"target_modules must be a non-empty list of names, got {_kind(value)}")
     unknown = sorted({v.rsplit(".", 1)[-1] for v in value} - set(TARGET_MODULES))
     if unknown:
-        raise _invalid(path, f"unknown target modules {unknown}; supported: {', '.join(TARGET_MODULES)}")
+        raise _invalid(path, f"target_modules names {len(unknown)} unknown module(s); supported: "
+                             f"{', '.join(TARGET_MODULES)}")
     return tuple(m for m in TARGET_MODULES if any(v.rsplit(".", 1)[-1] == m for v in value))
 
 
 def load_weights(path: Path, config: AdapterConfig, modules: Mapping[str, tuple[int, int]]) -> LoraWeights:
     """Check every tensor against `modules` (engine module name -> (in_features, out_features)), then read them.
 
-    1. parse each key to (module, A|B): an unknown module or a module outside target_modules is refused;
-    2. check shapes from the header: A [r, in], B [out, r], r = the config's rank;
-    3. require A and B in pairs, read them as float32 and fold the scaling into B.
+    1. read the file through `adapter_files` (no symlink followed, on every read, first or again after eviction);
+    2. parse each key to (module, A|B): an unknown module or a module outside target_modules is refused;
+    3. check dtypes and shapes from the header: floating point, A [r, in], B [out, r], r = the config's rank;
+    4. require A and B in pairs, read them, refuse NaN / inf, and fold the scaling into B (float32).
     """
-    file = path / WEIGHTS_FILE
-    if not file.is_file():
-        hint = " (adapter_model.bin is not supported: re-save with safe_serialization)" if (
+    try:
+        data = adapter_files.read_file(str(path), WEIGHTS_FILE, MAX_WEIGHTS_BYTES)
+    except adapter_files.Unreadable as exc:
+        hint = " (adapter_model.bin is not supported: re-save with safe_serialization)" if exc.missing and (
             path / "adapter_model.bin").is_file() else ""
-        raise _invalid(path, f"{WEIGHTS_FILE} is missing{hint}")
+        raise _invalid(path, exc.reason + hint) from None
+    header = _header(path, data)
     r = config.rank
     targets = set(config.target_modules)
+    shapes: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {}
+    for key, entry in header.items():
+        match = _KEY_RE.match(key)
+        if match is None or match["module"] not in modules:
+            raise _invalid(path, f"tensor {key[:200]!r} does not name a LoRA A/B of a supported module")
+        module = match["module"]
+        if module.rsplit(".", 1)[-1] not in targets:
+            raise _invalid(path, f"tensor {key[:200]!r} is for a module outside target_modules")
+        if entry.get("dtype") not in FLOAT_DTYPES:
+            raise _invalid(path, f"tensor {key[:200]!r} has dtype {str(entry.get('dtype'))[:16]}; LoRA weights must be "
+                                 f"floating point ({', '.join(FLOAT_DTYPES)})")
+        shapes[(module, match["ab"])] = (key, tuple(entry.get("shape") or ()))
+    for (module, ab), (key, shape) in sorted(shapes.items()):
+        in_f, out_f = modules[module]
+        want = (r, in_f) if ab == "A" else (out_f, r)
+        if shape != want:
+            raise _invalid(path, f"tensor {key[:200]!r} has shape {list(shape)}, expected {list(want)} (rank {r})")
+        if (module, "B" if ab == "A" else "A") not in shapes:
+            raise _invalid(path, f"tensor {key[:200]!r} has no matching lora_{'B' if ab == 'A' else 'A'}")
+    if not shapes:
+        raise _invalid(path, f"{WEIGHTS_FILE} holds no LoRA tensors")
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception:  # noqa: BLE001 - a corrupt file raises whatever safetensors raises
+        raise _invalid(path, f"{WEIGHTS_FILE} cannot be read: not a valid safetensors file") from None
     a: dict[str, torch.Tensor] = {}
     b: dict[str, torch.Tensor] = {}
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            shapes: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {}
-            for key in f.keys():
-                match = _KEY_RE.match(key)
-                if match is None or match["module"] not in modules:
-                    raise _invalid(path, f"tensor {key!r} does not name a LoRA A/B of a supported module")
-                module = match["module"]
-                if module.rsplit(".", 1)[-1] not in targets:
-                    raise _invalid(path, f"tensor {key!r} is for a module outside target_modules")
-                shapes[(module, match["ab"])] = (key, tuple(f.get_slice(key).get_shape()))
-            for (module, ab), (key, shape) in sorted(shapes.items()):
-                in_f, out_f = modules[module]
-                want = (r, in_f) if ab == "A" else (out_f, r)
-                if shape != want:
-                    raise _invalid(path, f"tensor {key!r} has shape {list(shape)}, expected {list(want)} (rank {r})")
-                if (module, "B" if ab == "A" else "A") not in shapes:
-                    raise _invalid(path, f"tensor {key!r} has no matching lora_{'B' if ab == 'A' else 'A'}")
-            if not shapes:
-                raise _invalid(path, f"{WEIGHTS_FILE} holds no LoRA tensors")
-            for (module, ab), (key, _) in shapes.items():
-                tensor = f.get_tensor(key).to(torch.float32)
-                if ab == "A":
-                    a[module] = tensor.contiguous()
-                else:
-                    b[module] = (tensor * config.scaling).contiguous()
-    except errors.GatewayError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a corrupt file raises whatever safetensors raises
-        raise _invalid(path, f"{WEIGHTS_FILE} cannot be read: {exc}") from exc
+    for (module, ab), (key, _) in shapes.items():
+        tensor = tensors[key].to(torch.float32)
+        if not bool(torch.isfinite(tensor).all()):  # a NaN in B makes every logit NaN: the output would be empty
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise _invalid(path, f"tensor {key[:200]!r} holds {bad} NaN or infinite value(s) (in float32)")
+        if ab == "A":
+            a[module] = tensor.contiguous()
+        else:
+            b[module] = (tensor * config.scaling).contiguous()
     return LoraWeights(rank=r, a=a, b=b)
+
+
+def _header(path: Path, data: bytes) -> dict[str, dict[str, Any]]:
+    """The tensor entries of a safetensors header (8-byte little-endian length, then JSON), before any tensor is
+    built: dtypes and shapes are checked on it."""
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    try:
+        if not 2 <= size <= len(data) - 8:
+            raise ValueError
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid(path, f"{WEIGHTS_FILE} cannot be read: not a valid safetensors file") from None
+    header.pop("__metadata__", None)
+    if not all(isinstance(v, dict) for v in header.values()):
+        raise _invalid(path, f"{WEIGHTS_FILE} cannot be read: not a valid safetensors file")
+    return header
 
 
 def _invalid(path: Path, reason: str) -> errors.InvalidArgument:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -109,7 +110,11 @@ class LoraRegistry:
 
     # -- lifecycle (LoadAdapter / UnloadAdapter / ListAdapters) ---------------------------------------------------
     def register(self, name: str, path: str) -> AdapterInfo:
-        """Validate and read an adapter into host memory. Same name and path again: no-op. Blocks on file reads."""
+        """Validate and read an adapter into host memory. Same name and path again: no-op. Blocks on file reads.
+
+        The path is resolved here, once; every read of the files, now and after an eviction, walks that resolved
+        path without following symlinks (adapter_files.py), so what was confined at load is what is read later."""
+        path = os.path.realpath(path)
         with self._lock:
             entry = self._entries.get(name)
             pending = self._registering.get(name)
@@ -204,8 +209,12 @@ class LoraRegistry:
         try:
             weights = load_weights(Path(entry.path), entry.config, self._modules)
         except errors.GatewayError as exc:
+            # The detail names server paths: it goes to the log, not to a client that may not see paths (auth.py).
+            log.warning("adapter %s could not be read again: %s", entry.name, exc.message)
             flight.error = errors.FailedPrecondition(
-                f"adapter {entry.name!r} could not be read again from disk: {exc.message}", field="adapter"
+                f"adapter {entry.name!r} could not be read again from disk (its files changed since it was loaded; "
+                "the server log says how): unload and load it again",
+                field="adapter",
             )
         with self._lock:
             entry.flight = None

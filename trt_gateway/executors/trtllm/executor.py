@@ -81,7 +81,8 @@ class TrtllmExecutor(ExternalEngineExecutor[AdapterRegistry]):
         lora, hf_modules = self.config.lora, set[str]()
         for name, path in lora.adapters.items():
             try:
-                cfg = read_adapter_config(adapter_paths.confine(path, lora.adapter_roots), field=f"adapters.{name}")
+                cfg = read_adapter_config(adapter_paths.confine(path, lora.adapter_roots, relative_to_cwd=True),
+                                          field=f"adapters.{name}")
             except errors.GatewayError as exc:
                 raise ConfigError(f"executor.lora.{exc.message}") from exc
             modules = cfg.get("target_modules") or ()
