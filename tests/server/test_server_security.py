@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,3 +202,148 @@ async def test_mtls(pki: Pki) -> None:
         )
         async with grpc.aio.secure_channel(target(server), foreign) as channel:
             assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE
+
+
+# -- tenants: ownership of requests, admin scope, scope-filtered listings (issue #20.1) ---------------------------------
+
+TENANTS = {
+    "api_keys": ["root"],
+    "scoped_api_keys": [
+        {"key": "alice", "adapters": ["", "a-one"]},
+        {"key": "bob", "adapters": ["", "b-one"]},
+        {"key": "bob-ops", "adapters": ["b-one", "b-two"], "admin": True},
+        {"key": "nobody", "models": ["some-other-model"]},
+    ],
+}
+
+
+def _auth(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def _write_adapter(directory: Path) -> None:
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text('{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}')
+
+
+@pytest.fixture
+async def tenants(tmp_path):
+    for name in ("a-one", "b-one", "b-two"):
+        _write_adapter(tmp_path / name)
+    lora = {"adapter_roots": [str(tmp_path)], "adapters": {"a-one": "a-one", "b-one": "b-one"}}
+    executor = {"name": "echo", "options": {"token_delay_s": 0.02}, "lora": lora}
+    async with running(server=TENANTS, executor=executor) as server:
+        async with grpc.aio.insecure_channel(target(server)) as channel:
+            yield server, pb_grpc.GatewayStub(channel)
+
+
+async def _rpc_error(coro) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await coro
+    return err.value
+
+
+def _long(request_id: str) -> pb.GenerateRequest:
+    return pb.GenerateRequest(text="abcdefgh", request_id=request_id,
+                              stopping=pb.StoppingCriteria(max_tokens=40, ignore_eos=True))
+
+
+async def test_a_key_cannot_abort_or_detect_another_keys_request(tenants) -> None:
+    server, stub = tenants
+    alice = stub.GenerateStream(_long("job-1"), metadata=_auth("alice"))
+    first = await alice.read()  # running now
+    assert first.request_id == "job-1"
+    # Another tenant: the id is not found, aborting it does nothing, and running the same id is allowed.
+    assert not (await stub.Abort(pb.AbortRequest(request_id="job-1"), metadata=_auth("bob"))).found
+    assert not (await stub.Abort(pb.AbortRequest(request_id="job-1"), metadata=_auth("root"))).found
+    bob = await stub.Generate(pb.GenerateRequest(text="mine", request_id="job-1"), metadata=_auth("bob"))
+    assert bob.request_id == "job-1" and bob.outputs[0].text == "mine"
+    chunks = [first]
+    while (chunk := await alice.read()) is not grpc.aio.EOF:
+        chunks.append(chunk)
+    assert chunks[-1].finish_reason == pb.FINISH_REASON_LENGTH  # not CANCELLED: bob's abort did not reach it
+    assert {c.request_id for c in chunks} == {"job-1"}  # the namespace never shows
+
+
+async def test_a_key_aborts_its_own_request_and_its_duplicate_ids_are_refused(tenants) -> None:
+    _, stub = tenants
+    alice = stub.GenerateStream(_long("job-2"), metadata=_auth("alice"))
+    await alice.read()
+    err = await _rpc_error(stub.Generate(pb.GenerateRequest(text="x", request_id="job-2"), metadata=_auth("alice")))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "'job-2'" in err.details() and "k1:" not in err.details()
+    assert (await stub.Abort(pb.AbortRequest(request_id="job-2"), metadata=_auth("alice"))).found
+    last = None
+    while (chunk := await alice.read()) is not grpc.aio.EOF:
+        last = chunk
+    assert last is not None and last.finish_reason == pb.FINISH_REASON_CANCELLED
+
+
+@pytest.mark.parametrize("key", ["alice", "bob"])
+async def test_adapter_lifecycle_needs_an_admin_key(tenants, key) -> None:
+    _, stub = tenants
+    own = "a-one" if key == "alice" else "b-one"
+    for call in (stub.LoadAdapter(pb.LoadAdapterRequest(name=own, path="b-two"), metadata=_auth(key)),
+                 stub.UnloadAdapter(pb.UnloadAdapterRequest(name=own), metadata=_auth(key))):
+        err = await _rpc_error(call)
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "admin" in err.details()
+    names = [a.name for a in (await stub.ListAdapters(pb.ListAdaptersRequest(), metadata=_auth("root"))).adapters]
+    assert names == ["a-one", "b-one"]
+
+
+async def test_a_scoped_admin_key_manages_only_its_own_adapters(tenants) -> None:
+    _, stub = tenants
+    ops = _auth("bob-ops")
+    info = await stub.LoadAdapter(pb.LoadAdapterRequest(name="b-two", path="b-two"), metadata=ops)
+    assert info.path.endswith("b-two")  # an admin key sees server paths
+    err = await _rpc_error(stub.UnloadAdapter(pb.UnloadAdapterRequest(name="a-one"), metadata=ops))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    await stub.UnloadAdapter(pb.UnloadAdapterRequest(name="b-two"), metadata=ops)
+    await stub.LoadAdapter(pb.LoadAdapterRequest(name="b-two", path="b-two"), metadata=_auth("root"))
+
+
+async def test_listings_show_only_what_the_key_may_use_and_no_paths(tenants) -> None:
+    _, stub = tenants
+    listed = (await stub.ListAdapters(pb.ListAdaptersRequest(), metadata=_auth("alice"))).adapters
+    assert [(a.name, a.path) for a in listed] == [("a-one", "")]
+    listed = (await stub.ListAdapters(pb.ListAdaptersRequest(), metadata=_auth("root"))).adapters
+    assert [a.name for a in listed] == ["a-one", "b-one"] and all(a.path for a in listed)
+    assert [m.name for m in (await stub.ListModels(pb.ListModelsRequest(), metadata=_auth("alice"))).models] == ["echo"]
+    nobody = _auth("nobody")
+    assert list((await stub.ListModels(pb.ListModelsRequest(), metadata=nobody)).models) == []
+    # Refused alike whether the model exists or not, so a key cannot probe for models outside its scope.
+    for call in (stub.GetModelInfo(pb.GetModelInfoRequest(model="echo"), metadata=nobody),
+                 stub.GetModelInfo(pb.GetModelInfoRequest(model="ghost"), metadata=nobody),
+                 stub.Tokenize(pb.TokenizeRequest(model="echo", text="hi"), metadata=nobody),
+                 stub.ListAdapters(pb.ListAdaptersRequest(model="echo"), metadata=nobody)):
+        err = await _rpc_error(call)
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err.details()
+    err = await _rpc_error(stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=nobody))  # the default model
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "echo" not in err.details()
+    err = await _rpc_error(stub.GetModelInfo(pb.GetModelInfoRequest(model="ghost"), metadata=_auth("alice")))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_http_models_and_adapter_names_follow_the_key(tmp_path) -> None:
+    import httpx
+
+    for name in ("a-one", "b-one"):
+        _write_adapter(tmp_path / name)
+    lora = {"adapter_roots": [str(tmp_path)], "adapters": {"a-one": "a-one", "b-one": "b-one"}}
+    server_cfg = {**TENANTS, "http": True, "http_port": 0}
+    async with running(server=server_cfg, executor={"name": "echo", "lora": lora}) as server:
+        base = f"http://127.0.0.1:{server.http_port}/v1"
+        async with httpx.AsyncClient(base_url=base) as http:
+            def auth(key: str) -> dict[str, str]:
+                return {"authorization": f"Bearer {key}"}
+
+            ids = [m["id"] for m in (await http.get("/models", headers=auth("alice"))).json()["data"]]
+            assert ids == ["echo", "a-one"]
+            assert (await http.get("/models", headers=auth("nobody"))).json()["data"] == []
+            # Bob's adapter is not found for alice (not "forbidden": that would say it exists); hers works.
+            body = {"model": "b-one", "prompt": "hi", "max_tokens": 2}
+            r = await http.post("/completions", json=body, headers=auth("alice"))
+            assert r.status_code == 404 and "b-one" not in json.dumps(r.json()["error"].get("message", "")[-40:])
+            r = await http.post("/completions", json={**body, "model": "a-one"}, headers=auth("alice"))
+            assert r.status_code == 200, r.text
