@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,6 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from trt_gateway.executors.echo import EchoExecutor
+from trt_gateway.types import GenerateRequest, TokenDelta
 from trt_gateway.v1 import gateway_pb2 as pb
 from trt_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -149,3 +152,120 @@ def test_server_is_healthy_after_the_fuzzing(channel: grpc.Channel) -> None:
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     response = pb_grpc.GatewayStub(channel).Generate(pb.GenerateRequest(text="still here"), timeout=10)
     assert response.outputs[0].text == "still here"
+
+
+# -- tenants and adapter paths (issue #20.1, #20.2, #20.12) --------------------------------------------------------------
+
+TENANT_KEYS = {
+    "api_keys": ["root"],
+    "scoped_api_keys": [{"key": "victim", "adapters": ["", "mine"]}, {"key": "tenant", "adapters": ["", "mine"]},
+                        {"key": "ops", "adapters": ["*"], "admin": True}],
+    "stall_timeout_s": 0,  # the victim's stream below is never read to the end
+}
+VICTIM_ID = "victim-job"
+
+
+class HoldingEcho(EchoExecutor):
+    """Echo that holds a request whose prompt is "hold" until it is aborted (the victim's long request)."""
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+        if request.prompt.text == "hold":
+            yield TokenDelta(text="h", token_ids=(104,))
+            await asyncio.Event().wait()  # until closed by an abort
+        async for delta in super().generate(request):
+            yield delta
+
+
+@pytest.fixture(scope="module")
+def tenant_server(tmp_path_factory) -> Iterator[tuple[str, Iterator[pb.GenerateStreamResponse]]]:
+    """A keyed gateway with an adapter root holding a good adapter and hostile ones, and one long stream of the
+    "victim" key running for the whole module."""
+    base = tmp_path_factory.mktemp("tenants")
+    root, outside = base / "root", base / "outside"
+    for d in (root / "good", outside / "secret"):
+        d.mkdir(parents=True)
+        (d / "adapter_config.json").write_text('{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}')
+    (root / "linked-config").mkdir()
+    (root / "linked-config" / "adapter_config.json").symlink_to(outside / "secret" / "adapter_config.json")
+    (root / "escape").symlink_to(outside / "secret", target_is_directory=True)
+    loop = asyncio.new_event_loop()
+    ready: dict[str, str] = {}
+    started, stop = threading.Event(), asyncio.Event()
+
+    async def serve() -> None:
+        lora = {"adapter_roots": [str(root)], "adapters": {"mine": "good"}}
+        async with running(HoldingEcho(), server=TENANT_KEYS, executor={"lora": lora}) as server:
+            ready["target"] = target(server)
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(30)
+    with grpc.insecure_channel(ready["target"]) as ch:
+        victim = pb_grpc.GatewayStub(ch).GenerateStream(
+            pb.GenerateRequest(text="hold", request_id=VICTIM_ID),
+            metadata=(("authorization", "Bearer victim"),),
+        )
+        next(victim)
+        yield ready["target"], victim
+        victim.cancel()
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(30)
+
+
+TENANT_ALLOWED = ALLOWED | {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+PATHS = st.sampled_from(["good", "linked-config", "escape", "../root/good", "good\x00", "/etc", "nope", "", "a/b"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(key=st.sampled_from(["tenant", "ops", "root", "victim", "wrong"]),
+       rpc=st.sampled_from(["Abort", "Generate", "LoadAdapter", "UnloadAdapter", "ListAdapters", "Tokenize",
+                            "GetModelInfo", "ListModels"]),
+       request_id=st.sampled_from([VICTIM_ID, "x"]) | st.text(max_size=20),
+       name=st.sampled_from(["mine", "new", "good"]) | SHORT_TEXT, path=PATHS | SHORT_TEXT,
+       model=st.sampled_from(["", "echo", "nope"]))
+def test_tenants_cannot_reach_each_other_and_paths_stay_confined(
+    tenant_server, key: str, rpc: str, request_id: str, name: str, path: str, model: str
+) -> None:
+    address, _ = tenant_server
+    metadata = (("authorization", f"Bearer {key}"),)
+    with grpc.insecure_channel(address) as ch:
+        stub = pb_grpc.GatewayStub(ch)
+        calls = {
+            "Abort": lambda: stub.Abort(pb.AbortRequest(request_id=request_id), metadata=metadata, timeout=10),
+            "Generate": lambda: stub.Generate(pb.GenerateRequest(text="hi", request_id=request_id, model=model),
+                                              metadata=metadata, timeout=10),
+            "LoadAdapter": lambda: stub.LoadAdapter(pb.LoadAdapterRequest(name=name, path=path, model=model),
+                                                    metadata=metadata, timeout=10),
+            "UnloadAdapter": lambda: stub.UnloadAdapter(pb.UnloadAdapterRequest(name=name, model=model),
+                                                        metadata=metadata, timeout=10),
+            "ListAdapters": lambda: stub.ListAdapters(pb.ListAdaptersRequest(model=model), metadata=metadata, timeout=10),
+            "Tokenize": lambda: stub.Tokenize(pb.TokenizeRequest(text="hi", model=model), metadata=metadata, timeout=10),
+            "GetModelInfo": lambda: stub.GetModelInfo(pb.GetModelInfoRequest(model=model), metadata=metadata, timeout=10),
+            "ListModels": lambda: stub.ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=10),
+        }
+        try:
+            answer = calls[rpc]()
+            event(f"{rpc} OK")
+        except grpc.RpcError as exc:
+            event(f"{rpc} {exc.code().name}")
+            assert exc.code() in TENANT_ALLOWED, f"{exc.code()}: {exc.details()}"
+            assert exc.details()
+            return
+        if rpc == "Abort" and request_id == VICTIM_ID:
+            assert not answer.found or key == "victim"  # only the owner finds it
+        if rpc == "LoadAdapter":
+            assert key in ("ops", "root")  # admin keys only
+            assert Path(answer.path).parts[-2:] == ("root", "good")  # the one loadable directory under the root
+            stub.UnloadAdapter(pb.UnloadAdapterRequest(name=name, model=model), metadata=metadata, timeout=10)
+        if rpc == "ListAdapters" and key in ("tenant", "victim"):
+            assert all(a.path == "" for a in answer.adapters)  # no server paths to non-admin keys
+
+
+def test_the_victims_stream_outlived_the_tenant_fuzzing(tenant_server) -> None:
+    address, victim = tenant_server
+    with grpc.insecure_channel(address) as ch:
+        found = pb_grpc.GatewayStub(ch).Abort(pb.AbortRequest(request_id=VICTIM_ID),
+                                              metadata=(("authorization", "Bearer victim"),), timeout=10)
+    assert found.found  # still running: no other key aborted it

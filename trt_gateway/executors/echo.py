@@ -248,7 +248,7 @@ class EchoExecutor(Executor):
             path=path,
             model=model,
             rank=rank,
-            alpha=float(cfg.get("lora_alpha", rank)),
+            alpha=float(cfg.get("lora_alpha", rank) or rank),
             target_modules=tuple(sorted(modules)) if isinstance(modules, list) else (str(modules),),
             residency=Residency.CPU,
         )
