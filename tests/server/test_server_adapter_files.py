@@ -25,6 +25,8 @@ from trt_gateway.v1 import gateway_pb2 as pb
 
 UPPERCASE = DEMO_MODEL.parent / "adapters" / "uppercase"
 WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
+REPO = Path(__file__).resolve().parents[2]
+LORA_DOC = REPO / "docs" / "lora.md"
 A_TENSOR = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
 
 
@@ -137,3 +139,27 @@ async def test_a_relative_path_says_what_it_was_resolved_against(dirs) -> None:
         err = await rpc_error(stub.LoadAdapter(pb.LoadAdapterRequest(name="up", path="trt_gateway/x/uppercase")))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "relative" in err.details() and str(root / "trt_gateway/x/uppercase") in err.details()
+
+
+async def test_the_lora_docs_run_as_written(tmp_path: Path, monkeypatch) -> None:
+    """docs/lora.md's serve command (relative paths from the repository root, as a user types them) and its Python
+    snippet, run as written against that server (only the address is the test's)."""
+    import asyncio
+    import re
+
+    monkeypatch.chdir(REPO)
+    doc = LORA_DOC.read_text()
+    serve = re.search(r"```bash\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
+    assert "--adapter-root trt_gateway/assets/demo/adapters" in serve
+    assert "--adapter uppercase=trt_gateway/assets/demo/adapters/uppercase" in serve
+    snippet = re.search(r"```python\n(.*?)```", doc, re.S).group(1)  # type: ignore[union-attr]
+    lora = {"adapter_roots": ["trt_gateway/assets/demo/adapters"], "max_lora_rank": 16,
+            "adapters": {"uppercase": "trt_gateway/assets/demo/adapters/uppercase"}}
+    executor = NativeExecutor(DEMO_MODEL, options={"max_num_seqs": 4, "max_num_batched_tokens": 64},
+                              lora=LoraConfig(adapter_roots=tuple(lora["adapter_roots"]), max_lora_rank=16))
+    async with running(executor, executor={"lora": lora}) as server:
+        code = snippet.replace('"127.0.0.1:50051"', f'"127.0.0.1:{server.port}"')
+        printed: list[str] = []
+        await asyncio.to_thread(exec, code, {"print": lambda *a: printed.append(" ".join(map(str, a)))})
+    assert printed[0] == printed[0].upper() and printed[0].strip()  # the adapter shouts
+    assert "shouting" in printed[1] and "uppercase" in printed[1]
