@@ -51,11 +51,11 @@ def confine(path: str, roots: Sequence[str], field: str = "path", *, relative_to
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     if not any(resolved == root or resolved.is_relative_to(root) for root in real_roots):
         raise errors.InvalidArgument(
-            f"{field} {path[:200]!r} resolves to {resolved}, outside the adapter roots ({', '.join(map(str, roots))})",
+            f"{field} {path[:200]!r} resolves to {str(resolved)[:200]}, outside the adapter roots ({', '.join(map(str, roots))})",
             field=field,
         )
     if not resolved.is_dir():
-        raise errors.InvalidArgument(f"{field} {path[:200]!r} ({resolved}) is not a directory", field=field)
+        raise errors.InvalidArgument(f"{field} {path[:200]!r} ({str(resolved)[:200]}) is not a directory", field=field)
     return str(resolved)
 
 
@@ -64,7 +64,7 @@ def _relative(path: str, roots: Sequence[str], field: str, relative_to_cwd: bool
     for base in bases:
         if (base / path).exists():
             return base / path
-    tried = ", ".join(str(base / path) for base in bases)
+    tried = ", ".join(str(base / path)[:200] for base in bases[:4])
     where = "the working directory and then under each adapter root" if relative_to_cwd else "under each adapter root"
     raise errors.InvalidArgument(
         f"{field} {path[:200]!r} is relative, so it was looked for {where}; none exists: {tried}", field=field

@@ -156,8 +156,8 @@ def bad_adapters(root: Path) -> dict[str, str]:
     save_file({**tensors, key: tensors[key][:, :100].contiguous()}, str(copy("wrong-shape") / "adapter_model.safetensors"))
     return {
         "rank-over-limit": "exceeds the server's max_lora_rank 16",
-        "unknown-module": "unknown target modules ['lm_head']",
-        "not-lora": "peft_type 'PREFIX_TUNING' is not supported",
+        "unknown-module": "target_modules names 1 unknown module(s)",
+        "not-lora": "peft_type is not 'LORA'",
         "bad-json": "not valid JSON",
         "no-weights": "adapter_model.safetensors is missing",
         "no-config": "adapter_config.json is missing",

@@ -63,7 +63,7 @@ def test_root_given_through_a_symlink(tree) -> None:
         ("escape", "outside the adapter roots"),
         ("{root}/escape", "outside the adapter roots"),
         ("file.txt", "not a directory"),
-        ("missing", "not a directory"),
+        ("missing", "is relative, so it was looked for under each adapter root; none exists"),
         ("", "must not be empty"),
     ],
 )
