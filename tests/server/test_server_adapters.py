@@ -142,7 +142,9 @@ async def test_bad_adapter_config_is_invalid(lora_stub, root: Path) -> None:
     make_adapter(root / "huge", r=1024)
     (root / "garbled").mkdir()
     (root / "garbled" / "adapter_config.json").write_text("{not json")
-    for path in ("empty", "huge", "garbled"):
+    (root / "alpha").mkdir()  # a string lora_alpha was INTERNAL (float() of it raised ValueError)
+    (root / "alpha" / "adapter_config.json").write_text('{"r": 4, "lora_alpha": "x", "target_modules": ["q_proj"]}')
+    for path in ("empty", "huge", "garbled", "alpha"):
         err = await rpc_error(lora_stub.LoadAdapter(pb.LoadAdapterRequest(name="bad", path=path)))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, err.details())
         assert md(err.trailing_metadata())["error-field"] == "path"

@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,16 @@ def read_adapter_config(path: str, field: str = "path") -> dict[str, Any]:
         raise errors.InvalidArgument(f"{field}: {CONFIG_FILE} must hold a JSON object", field=field)
     check_files(path, field)
     return cfg
+
+
+def lora_alpha(cfg: dict[str, Any], rank: int, field: str = "path") -> float:
+    """adapter_config.json's lora_alpha (PEFT's default: the rank); anything but a positive finite number is the
+    caller's mistake, never INTERNAL, and the message names only the value's JSON type."""
+    alpha = cfg.get("lora_alpha", rank)
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not math.isfinite(alpha) or alpha <= 0:
+        shown = repr(alpha) if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else "not a number"
+        raise errors.InvalidArgument(f"{field}: lora_alpha must be a positive number, got {shown}", field=field)
+    return float(alpha)
 
 
 def check_files(path: str, field: str) -> None:
@@ -129,7 +140,7 @@ class AdapterRegistry:
                 f"({', '.join(sorted(self.target_modules))}) do not include",
                 field="path",
             )
-        adapter = Adapter(name, path, next(self._ids), rank, float(cfg.get("lora_alpha", rank)), modules)
+        adapter = Adapter(name, path, next(self._ids), rank, lora_alpha(cfg, rank), modules)
         self._adapters[name] = adapter
         return adapter
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from trt_gateway import __version__, adapter_files, errors, validation
 from trt_gateway.config import ConfigError, ExecutorConfig
+from trt_gateway.executors import adapter_registry
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.stopping import StopStringMatcher
 from trt_gateway.types import (
@@ -248,7 +249,7 @@ class EchoExecutor(Executor):
             path=path,
             model=model,
             rank=rank,
-            alpha=float(cfg.get("lora_alpha", rank) or rank),
+            alpha=adapter_registry.lora_alpha(cfg, rank),
             target_modules=tuple(sorted(modules)) if isinstance(modules, list) else (str(modules),),
             residency=Residency.CPU,
         )
