@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from trt_gateway import errors
+from trt_gateway.stopping import partial_suffix
 from trt_gateway.types import ChatMessage, GenerateRequest, Tool, ToolCall
 
 PARSERS = ("hermes", "llama3_json")
@@ -74,7 +75,7 @@ class HermesParser:
         while True:
             start = self._buf.find(HERMES_OPEN)
             if start < 0:
-                keep = _partial_suffix(self._buf, HERMES_OPEN)
+                keep = partial_suffix(self._buf, HERMES_OPEN)
                 out.append(self._buf[: len(self._buf) - keep])
                 self._buf = self._buf[len(self._buf) - keep :]
                 return "".join(out)
@@ -207,14 +208,6 @@ def as_template_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
     """The `tools` variable HF chat templates take (OpenAI's shape)."""
     return [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                "parameters": _schema(t)}} for t in tools]
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """The length of the longest suffix of `text` that is a proper prefix of `tag` (it may become the tag)."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
 
 
 def template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:

@@ -191,6 +191,7 @@ class TokenDelta:
     prompt: PromptInfo | None = None
     finish: Finish | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # on the last delta only: the calls parsed from this output's text
+    reasoning: str = ""  # reasoning text delta, split from `text` by the server's reasoning parser (reasoning.py)
 
 
 class Residency(str, enum.Enum):

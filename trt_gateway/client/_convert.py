@@ -260,6 +260,7 @@ def output(o: pb.Output) -> r.Output:
         matched_stop=o.matched_stop or None,
         matched_stop_token_id=_stop_token(o),
         tool_calls=_tool_calls(o.tool_calls),
+        reasoning=o.reasoning,
     )
 
 
@@ -277,6 +278,7 @@ def completion(resp: pb.GenerateResponse) -> r.Completion:
         matched_stop=first.matched_stop,
         matched_stop_token_id=first.matched_stop_token_id,
         tool_calls=first.tool_calls,
+        reasoning=first.reasoning,
         prompt=_prompt(resp.prompt) if resp.HasField("prompt") else None,
         timings=_timings(resp.timings) if resp.HasField("timings") else None,
     )
@@ -296,6 +298,7 @@ def stream_chunk(c: pb.GenerateStreamResponse) -> r.StreamChunk:
         timings=_timings(c.timings) if c.HasField("timings") else None,
         prompt=_prompt(c.prompt) if c.HasField("prompt") else None,
         tool_calls=_tool_calls(c.tool_calls),
+        reasoning=c.reasoning,
     )
 
 

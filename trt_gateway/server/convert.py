@@ -123,6 +123,8 @@ def stream_chunk(request_id: str, index: int, delta: t.TokenDelta, adapter: str 
         chunk.prompt.CopyFrom(prompt_info(delta.prompt))
     if delta.tool_calls:
         chunk.tool_calls.extend(tool_calls_out(delta.tool_calls))
+    if delta.reasoning:
+        chunk.reasoning = delta.reasoning
     if delta.finish is not None:
         f = delta.finish
         chunk.finish_reason = finish_reason(f.reason)
@@ -135,7 +137,7 @@ def stream_chunk(request_id: str, index: int, delta: t.TokenDelta, adapter: str 
 
 def output(index: int, deltas: Sequence[t.TokenDelta], adapter: str = "") -> pb.Output:
     """Fold one output's deltas into a unary `Output`."""
-    out = pb.Output(index=index, text="".join(d.text for d in deltas))
+    out = pb.Output(index=index, text="".join(d.text for d in deltas), reasoning="".join(d.reasoning for d in deltas))
     for d in deltas:
         out.token_ids.extend(d.token_ids)
         out.logprobs.extend(logprobs(d.logprobs))
