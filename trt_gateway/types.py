@@ -133,6 +133,7 @@ class GenerateRequest:
     priority: int = 0  # higher runs first
     tools: tuple[Tool, ...] = ()  # rendered through the chat template; calls come back in the last delta
     tool_choice: str = ""  # "" or "auto": the model decides; "none"; "required"; or a tool's name (forced)
+    parallel_tool_calls: bool = True  # False: a "required" reply is constrained to exactly one call
 
 
 @dataclass(frozen=True, slots=True)

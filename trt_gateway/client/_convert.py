@@ -68,6 +68,7 @@ class GenerateParams(TypedDict, total=False):
     request_id: str
     tools: Sequence[ToolLike]  # with chat messages; calls come back on the last chunk / in Output.tool_calls
     tool_choice: str  # "auto" (default), "none", "required", or a tool's name (forced)
+    parallel_tool_calls: bool  # False: a "required" reply is exactly one call (default: one or more)
 
 
 # keyword -> (sub-message or "" for the top level, proto field name)
@@ -102,7 +103,8 @@ _REPEATED: dict[str, tuple[str, str]] = {
     "stop_token_ids": ("stopping", "stop_token_ids"),
     "choice": ("guided", "choice"),
 }
-_SPECIAL = {"text", "messages", "logit_bias", "stop", "json_schema", "speculative", "tools", "tool_choice"}
+_SPECIAL = {"text", "messages", "logit_bias", "stop", "json_schema", "speculative", "tools", "tool_choice",
+            "parallel_tool_calls"}
 GENERATE_KEYWORDS = frozenset(_FIELDS) | frozenset(_REPEATED) | _SPECIAL
 
 
@@ -143,6 +145,8 @@ def generate_request(text: str | None = None, **params: Unpack[GenerateParams]) 
         msg.tools.extend(tools(values["tools"]))
     if "tool_choice" in values:
         msg.tool_choice = values["tool_choice"]
+    if "parallel_tool_calls" in values:
+        msg.parallel_tool_calls = bool(values["parallel_tool_calls"])
     return msg
 
 

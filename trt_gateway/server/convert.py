@@ -80,6 +80,7 @@ def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, defau
         priority=msg.priority,
         tools=tuple(t.Tool(name=x.name, description=x.description, parameters=x.parameters) for x in msg.tools),
         tool_choice=msg.tool_choice,
+        parallel_tool_calls=msg.parallel_tool_calls if msg.HasField("parallel_tool_calls") else True,
     )
 
 
