@@ -33,7 +33,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
-from llama_index.core.types import Model
+from llama_index.core.types import Model, PydanticProgramMode
 
 from llama_index.llms.trt_gateway import tools as tooling
 from trt_gateway import errors
@@ -120,6 +120,11 @@ class TrtGateway(FunctionCallingLLM):
     client_certificate: str | None = Field(default=None, description="mTLS certificate chain: PEM path or text.")
     client_key: SecretStr | None = Field(default=None, description="mTLS private key: PEM path or text.")
     server_name_override: str | None = Field(default=None, description="TLS host name to check instead.")
+
+    pydantic_program_mode: PydanticProgramMode = Field(
+        default=PydanticProgramMode.LLM,
+        description="Structured prediction by the server's guided JSON decoding (a text program), not a tool call.",
+    )
 
     _clients: LazyClients | None = PrivateAttr(default=None)
     clients: ClassVar[SharedClients] = SharedClients()  # LazyClients for this target, built on first use
