@@ -180,6 +180,9 @@ class ServerConfig:
     # How unforced tool calls are written in the model's text (tool_calls.py): "hermes" (<tool_call> blocks: Hermes,
     # Qwen) or "llama3_json" (a bare JSON call: Llama 3.1+). Forced calls are constrained and need no format.
     tool_call_parser: str = "hermes"
+    # How the model's reasoning is marked (reasoning.py): "deepseek_r1" or "qwen3" split a <think>...</think> block
+    # out of the text as `reasoning`; None leaves the text as the model wrote it.
+    reasoning_parser: str | None = None
     tls: TlsConfig = field(default_factory=TlsConfig)
 
     def validate(self, where: str) -> None:
@@ -187,6 +190,10 @@ class ServerConfig:
             raise ConfigError(f"{where}.stream_coalesce_tokens must be >= 1, got {self.stream_coalesce_tokens}")
         if self.tool_call_parser not in ("hermes", "llama3_json"):
             raise ConfigError(f"{where}.tool_call_parser must be 'hermes' or 'llama3_json', got {self.tool_call_parser!r}")
+        if self.reasoning_parser is not None and self.reasoning_parser not in ("deepseek_r1", "qwen3"):
+            raise ConfigError(
+                f"{where}.reasoning_parser must be 'deepseek_r1' or 'qwen3' (or unset), got {self.reasoning_parser!r}"
+            )
         if self.event_loop not in ("asyncio", "uvloop"):
             raise ConfigError(f"{where}.event_loop must be 'asyncio' or 'uvloop', got {self.event_loop!r}")
         if not 0 <= self.port <= 65535:

@@ -74,3 +74,12 @@ class StopStringMatcher:
             if any(s.startswith(tail) for s in self._stops):
                 return k
         return 0
+
+
+def partial_suffix(text: str, tag: str) -> int:
+    """The length of the longest suffix of `text` that is a proper prefix of `tag` (it may become the tag): text to
+    hold back in a stream until the next delta says whether the tag follows."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0

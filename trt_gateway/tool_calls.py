@@ -26,10 +26,12 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from trt_gateway import errors
+from trt_gateway.stopping import partial_suffix
 from trt_gateway.types import ChatMessage, GenerateRequest, Tool, ToolCall
 
 PARSERS = ("hermes", "llama3_json")
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+TOOL_RESPONSE_OPEN, TOOL_RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
 PYTHON_TAG = "<|python_tag|>"
 
 
@@ -74,7 +76,7 @@ class HermesParser:
         while True:
             start = self._buf.find(HERMES_OPEN)
             if start < 0:
-                keep = _partial_suffix(self._buf, HERMES_OPEN)
+                keep = partial_suffix(self._buf, HERMES_OPEN)
                 out.append(self._buf[: len(self._buf) - keep])
                 self._buf = self._buf[len(self._buf) - keep :]
                 return "".join(out)
@@ -162,7 +164,8 @@ class ForcedParser:
         if self._forced is not None:
             args = _arguments(value)
             return ("", (ToolCall(call_id(), self._forced, args),)) if args is not None else (self._buf, ())
-        calls = [_call(item, self._names) for item in value] if isinstance(value, list) else []
+        items = [value] if isinstance(value, dict) else value if isinstance(value, list) else []
+        calls = [_call(item, self._names) for item in items]
         if not calls or any(c is None for c in calls):
             return self._buf, ()
         return "", tuple(c for c in calls if c is not None)
@@ -191,9 +194,7 @@ def constrain(request: GenerateRequest) -> GenerateRequest:
             field="tool_choice",
         )
     if choice == "required":
-        one_of = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": _schema(t)},
-                   "required": ["name", "arguments"]} for t in request.tools]
-        schema: dict[str, Any] = {"type": "array", "minItems": 1, "items": {"anyOf": one_of}}
+        schema = _required_schema(request.tools, request.parallel_tool_calls)
     else:
         schema = _schema(next(t for t in request.tools if t.name == choice))
     return replace(request, guided=replace(request.guided, json_schema=json.dumps(schema)))
@@ -203,18 +204,44 @@ def _schema(tool: Tool) -> dict[str, Any]:
     return json.loads(tool.parameters) if tool.parameters else {"type": "object"}
 
 
+def _required_schema(tools: Sequence[Tool], parallel: bool) -> dict[str, Any]:
+    """A non-empty list of {"name", "arguments"} over `tools` (one such object when not `parallel`). Each tool's arguments schema moves from its own root
+    into the list's items, so its local definitions ($defs, definitions) move to the new root, where its
+    "#/$defs/..." references must then point: renamed with the tool's name, as two tools may both define "Item"."""
+    defs: dict[str, Any] = {}
+    one_of = []
+    for t in tools:
+        params = _schema(t)
+        local = {**params.pop("$defs", {}), **params.pop("definitions", {})}
+        if local:
+            prefix = f"{t.name}__"
+            params = _rename_refs(params, prefix)
+            defs.update({prefix + k: _rename_refs(v, prefix) for k, v in local.items()})
+        one_of.append({"type": "object", "properties": {"name": {"const": t.name}, "arguments": params},
+                       "required": ["name", "arguments"]})
+    call: dict[str, Any] = {"anyOf": one_of}
+    schema = {"type": "array", "minItems": 1, "items": call} if parallel else call
+    return {**schema, "$defs": defs} if defs else schema
+
+
+def _rename_refs(node: Any, prefix: str) -> Any:
+    if isinstance(node, dict):
+        out = {k: _rename_refs(v, prefix) for k, v in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            for root in ("#/$defs/", "#/definitions/"):
+                if ref.startswith(root):
+                    out["$ref"] = "#/$defs/" + prefix + ref[len(root) :]
+        return out
+    if isinstance(node, list):
+        return [_rename_refs(v, prefix) for v in node]
+    return node
+
+
 def as_template_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
     """The `tools` variable HF chat templates take (OpenAI's shape)."""
     return [{"type": "function", "function": {"name": t.name, "description": t.description,
                                                "parameters": _schema(t)}} for t in tools]
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """The length of the longest suffix of `text` that is a proper prefix of `tag` (it may become the tag)."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
 
 
 def template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -235,20 +262,28 @@ def template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
 
 def with_tools_prompt(messages: list[dict[str, Any]], tools: Sequence[Tool]) -> list[dict[str, Any]]:
     """For a chat template that knows nothing of tools: describe them in a system message, asking for Hermes-style
-    <tool_call> blocks (what the default parser reads), and show earlier calls the same way."""
+    <tool_call> blocks (what the default parser reads)."""
     lines = "\n".join(json.dumps(t, ensure_ascii=False) for t in as_template_tools(tools))
     system = (f"You may call these tools:\n{lines}\nTo call one, reply with "
               f'{HERMES_OPEN}{{"name": <tool name>, "arguments": <its arguments>}}{HERMES_CLOSE}')
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{system}"}, *messages[1:]]
+    return [{"role": "system", "content": system}, *messages]
+
+
+def hermes_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For a chat template that knows nothing of tools (nor, then, of a "tool" role): earlier calls shown as the
+    <tool_call> blocks they are generated as, and tool results as user turns in Hermes' <tool_response> blocks."""
     shown = []
     for m in messages:
         calls = m.get("tool_calls")
         if calls:
             blocks = "".join(f"{HERMES_OPEN}{json.dumps(c['function'], ensure_ascii=False)}{HERMES_CLOSE}" for c in calls)
             m = {"role": m["role"], "content": (m.get("content") or "") + blocks}
+        elif m["role"] == "tool":
+            m = {"role": "user", "content": f"{TOOL_RESPONSE_OPEN}\n{m['content']}\n{TOOL_RESPONSE_CLOSE}"}
         shown.append(m)
-    if shown and shown[0]["role"] == "system":
-        return [{"role": "system", "content": f"{shown[0]['content']}\n\n{system}"}, *shown[1:]]
-    return [{"role": "system", "content": system}, *shown]
+    return shown
 
 
 def mentions_tools(template_source: str | None) -> bool:
@@ -260,10 +295,11 @@ def chat_inputs(
     messages: Sequence[ChatMessage], tools: Sequence[Tool], template_source: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(conversation, extra template variables) for rendering `messages` with `tools`: through the template when
-    it takes tools, else described in a system turn."""
+    it takes tools, else described in a system turn, with the tool turns of the history shown as text."""
     conversation = template_messages(messages)
-    if tools and mentions_tools(template_source):
-        return conversation, {"tools": as_template_tools(tools)}
-    if tools:
-        return with_tools_prompt(conversation, tools), {}
-    return conversation, {}
+    if mentions_tools(template_source):
+        return conversation, ({"tools": as_template_tools(tools)} if tools else {})
+    if not any(m.tool_calls or m.role == "tool" for m in messages) and not tools:
+        return conversation, {}
+    shown = hermes_history(conversation)
+    return (with_tools_prompt(shown, tools) if tools else shown), {}

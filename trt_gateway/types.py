@@ -133,6 +133,7 @@ class GenerateRequest:
     priority: int = 0  # higher runs first
     tools: tuple[Tool, ...] = ()  # rendered through the chat template; calls come back in the last delta
     tool_choice: str = ""  # "" or "auto": the model decides; "none"; "required"; or a tool's name (forced)
+    parallel_tool_calls: bool = True  # False: a "required" reply is constrained to exactly one call
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,7 @@ class TokenDelta:
     prompt: PromptInfo | None = None
     finish: Finish | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # on the last delta only: the calls parsed from this output's text
+    reasoning: str = ""  # reasoning text delta, split from `text` by the server's reasoning parser (reasoning.py)
 
 
 class Residency(str, enum.Enum):

@@ -126,3 +126,19 @@ async def test_stats_feed_gauges_with_one_consumer(model_dir: str, control: Any)
 async def test_stats_off(model_dir: str) -> None:
     executor = await started(model_dir, options={"stats_interval_s": 0})
     assert "enable_iter_perf_stats" not in executor.llm_kwargs and executor.stats._task is None
+
+
+async def test_current_load_from_the_iteration_stats(model_dir: str, control: Any) -> None:
+    executor = await started(model_dir)
+    before = executor.current_load()
+    assert (before.kv_cache_usage, before.block_size, before.num_blocks) == (0.0, 0, 0)  # no stats yet
+    await collect(executor, req("abcd"))
+    for _ in range(100):
+        if executor.stats.latest.get("iter") == 5:
+            break
+        await asyncio.sleep(0.01)
+    load = executor.current_load()  # the double's last entry (its final step): 100 blocks of 32 tokens
+    assert (load.num_running, load.num_waiting) == (executor.stats.latest["numActiveRequests"], 0)
+    assert (load.block_size, load.num_blocks) == (32, 100)
+    assert load.kv_cache_usage == executor.stats.latest["kvCacheStats"]["usedNumBlocks"] / 100
+    await executor.shutdown()

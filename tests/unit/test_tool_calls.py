@@ -3,6 +3,7 @@ anything that is not a well-formed call of a known tool left as content."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -69,6 +70,17 @@ def test_forced_calls_are_constrained_by_a_schema() -> None:
     required = json.loads(tool_calls.constrain(request("required")).guided.json_schema or "")
     assert required["minItems"] == 1 and len(required["items"]["anyOf"]) == 2
     assert tool_calls.constrain(request("auto")).guided.kind is None
+
+
+def test_required_keeps_each_tools_definitions_reachable() -> None:
+    item = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    tools = tuple(Tool(name, "", json.dumps({"type": "object", "properties": {"x": {"$ref": "#/$defs/Item"}},
+                                             "$defs": {"Item": item}})) for name in ("a", "b"))
+    req = dataclasses.replace(request("required"), tools=tools)
+    schema = json.loads(tool_calls.constrain(req).guided.json_schema or "")
+    assert set(schema["$defs"]) == {"a__Item", "b__Item"}
+    refs = [b["properties"]["arguments"]["properties"]["x"]["$ref"] for b in schema["items"]["anyOf"]]
+    assert refs == ["#/$defs/a__Item", "#/$defs/b__Item"]
     with pytest.raises(errors.InvalidArgument, match="cannot be combined with guided.regex"):
         tool_calls.constrain(request("required", guided=GuidedDecoding(regex="a")))
 
@@ -91,7 +103,19 @@ def test_templates_without_tools_get_a_system_turn() -> None:
     conversation, extra = tool_calls.chat_inputs(history, TOOLS, "{{ messages }}")
     assert extra == {} and conversation[0]["role"] == "system"
     assert conversation[0]["content"].startswith("Be brief.") and "get_weather" in conversation[0]["content"]
-    assert conversation[2]["content"].startswith("<tool_call>") and conversation[3]["tool_call_id"] == "call_1"
+    assert conversation[2]["content"].startswith("<tool_call>")
+    # such a template knows no "tool" role either: the result is a user turn, in Hermes' <tool_response> block
+    assert conversation[3] == {"role": "user", "content": "<tool_response>\nsunny\n</tool_response>"}
+    assert tool_calls.chat_inputs(history, (), "{{ messages }}")[0][3]["role"] == "user"  # tools unbound now
     conversation, extra = tool_calls.chat_inputs(history, TOOLS, "{% for t in tools %}{% endfor %}")
     assert [t["function"]["name"] for t in extra["tools"]] == ["get_weather", "ping"]
     assert conversation[2]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+
+
+def test_required_without_parallel_calls_is_exactly_one_call() -> None:
+    req = dataclasses.replace(request("required"), parallel_tool_calls=False)
+    schema = json.loads(tool_calls.constrain(req).guided.json_schema or "")
+    assert "anyOf" in schema and schema.get("type") != "array"
+    p = tool_calls.parser_for(req, "hermes")
+    calls = run(p, '{"name": "ping", "arguments": {}}', 3)[1]  # type: ignore[arg-type]
+    assert [c.name for c in calls] == ["ping"]

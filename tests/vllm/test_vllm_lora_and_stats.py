@@ -124,6 +124,9 @@ async def test_engine_stats_reach_the_registry(model_dir: str, control: Any) -> 
     assert _value(registry, "trt_gateway_vllm_engine_steps_total") >= 3
     assert _value(registry, "trt_gateway_vllm_running_requests") >= 0
     assert _value(registry, "trt_gateway_vllm_kv_cache_usage") >= 0
+    load = executor.current_load()  # the router gauges' source: vLLM's last SchedulerStats
+    assert load.kv_cache_usage == executor.stats.latest["kv_cache_usage"] and load.num_waiting == 0
+    assert load.num_running == int(executor.stats.latest["running_requests"]) and load.block_size == 0
 
 
 def test_prompt_tokens_from_older_vllm_stats() -> None:

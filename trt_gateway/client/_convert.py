@@ -68,6 +68,7 @@ class GenerateParams(TypedDict, total=False):
     request_id: str
     tools: Sequence[ToolLike]  # with chat messages; calls come back on the last chunk / in Output.tool_calls
     tool_choice: str  # "auto" (default), "none", "required", or a tool's name (forced)
+    parallel_tool_calls: bool  # False: a "required" reply is exactly one call (default: one or more)
 
 
 # keyword -> (sub-message or "" for the top level, proto field name)
@@ -102,7 +103,8 @@ _REPEATED: dict[str, tuple[str, str]] = {
     "stop_token_ids": ("stopping", "stop_token_ids"),
     "choice": ("guided", "choice"),
 }
-_SPECIAL = {"text", "messages", "logit_bias", "stop", "json_schema", "speculative", "tools", "tool_choice"}
+_SPECIAL = {"text", "messages", "logit_bias", "stop", "json_schema", "speculative", "tools", "tool_choice",
+            "parallel_tool_calls"}
 GENERATE_KEYWORDS = frozenset(_FIELDS) | frozenset(_REPEATED) | _SPECIAL
 
 
@@ -143,6 +145,8 @@ def generate_request(text: str | None = None, **params: Unpack[GenerateParams]) 
         msg.tools.extend(tools(values["tools"]))
     if "tool_choice" in values:
         msg.tool_choice = values["tool_choice"]
+    if "parallel_tool_calls" in values:
+        msg.parallel_tool_calls = bool(values["parallel_tool_calls"])
     return msg
 
 
@@ -260,6 +264,7 @@ def output(o: pb.Output) -> r.Output:
         matched_stop=o.matched_stop or None,
         matched_stop_token_id=_stop_token(o),
         tool_calls=_tool_calls(o.tool_calls),
+        reasoning=o.reasoning,
     )
 
 
@@ -277,6 +282,7 @@ def completion(resp: pb.GenerateResponse) -> r.Completion:
         matched_stop=first.matched_stop,
         matched_stop_token_id=first.matched_stop_token_id,
         tool_calls=first.tool_calls,
+        reasoning=first.reasoning,
         prompt=_prompt(resp.prompt) if resp.HasField("prompt") else None,
         timings=_timings(resp.timings) if resp.HasField("timings") else None,
     )
@@ -296,6 +302,7 @@ def stream_chunk(c: pb.GenerateStreamResponse) -> r.StreamChunk:
         timings=_timings(c.timings) if c.HasField("timings") else None,
         prompt=_prompt(c.prompt) if c.HasField("prompt") else None,
         tool_calls=_tool_calls(c.tool_calls),
+        reasoning=c.reasoning,
     )
 
 

@@ -33,6 +33,7 @@ class Output:
     matched_stop: str | None = None  # the stop string that ended this output
     matched_stop_token_id: int | None = None  # the stop token (or EOS) that ended it
     tool_calls: tuple[ToolCall, ...] = ()  # calls parsed from the text (requests with tools)
+    reasoning: str = ""  # the reasoning split from the text (servers with a reasoning parser)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Completion:
     matched_stop: str | None = None
     matched_stop_token_id: int | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # those of outputs[0]
+    reasoning: str = ""  # that of outputs[0]
     prompt: PromptInfo | None = None  # when prompt_token_ids or echo was asked for
     timings: Timings | None = None
 
@@ -71,6 +73,7 @@ class StreamChunk:
     timings: Timings | None = None
     prompt: PromptInfo | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # on the output's last chunk
+    reasoning: str = ""  # reasoning text delta (servers with a reasoning parser); `text` is then the content
 
 
 @dataclass(frozen=True, slots=True)

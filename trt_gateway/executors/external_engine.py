@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, Protocol, Self, TypeVar
@@ -22,7 +23,7 @@ from trt_gateway import errors, validation
 from trt_gateway.config import ExecutorConfig
 from trt_gateway.executors.adapter_registry import Adapter, AdapterRegistry, pinned
 from trt_gateway.executors.base import Executor, Health
-from trt_gateway.types import AdapterInfo, Capabilities, GenerateRequest, TokenDelta
+from trt_gateway.types import AdapterInfo, Capabilities, ExecutorLoad, GenerateRequest, TokenDelta
 
 R = TypeVar("R", bound=AdapterRegistry)
 T = TypeVar("T")
@@ -90,6 +91,20 @@ class ExternalEngineExecutor(Executor, Generic[R]):
             except errors.EngineDead:
                 self._health = Health.DEAD
                 raise
+
+    # -- load -----------------------------------------------------------------------------------------------------
+
+    def current_load(self) -> ExecutorLoad:
+        """The gateway's own view (requests it has submitted, adapters they pin), overlaid with what the engine's
+        statistics say (`_engine_load`): its running and waiting counts and the KV cache's shape and use."""
+        running = tuple(sorted(a.name for a in self.adapters.infos() if a.active_requests)) if self.adapters else ()
+        base = ExecutorLoad(num_running=len(self._requests), max_loras=self.config.lora.max_loras if self.adapters else 0,
+                            running_adapters=running)
+        return dataclasses.replace(base, **self._engine_load())
+
+    def _engine_load(self) -> dict[str, Any]:
+        """ExecutorLoad fields the engine's own statistics give (none by default)."""
+        return {}
 
     # -- adapters -------------------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from typing import Any
 from trt_gateway import errors
 from trt_gateway import types as t
 
-IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls", "skip_special_tokens",
+IGNORED = frozenset({"user", "metadata", "store", "service_tier", "skip_special_tokens",
                      "spaces_between_special_tokens"})
 COMMON = frozenset({
     "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed",
@@ -30,7 +30,8 @@ COMMON = frozenset({
     "include_stop_str_in_output", "priority", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
 })
 COMPLETION_FIELDS = COMMON | {"prompt", "echo", "best_of", "suffix"}
-CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice"}
+CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
+                              "parallel_tool_calls"}
 CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 # dotted field of `types.GenerateRequest` (the request check's names) -> OpenAI parameter
@@ -124,7 +125,8 @@ def parse_chat(body: Any, *, request_id: str, model: str, default_max_tokens: in
     tools = tuple(_tool(i, x) for i, x in enumerate(b.get("tools", list, [])))
     if not tools:
         return parsed
-    request = dataclasses.replace(parsed.request, tools=tools, tool_choice=_tool_choice(b.body.get("tool_choice")))
+    request = dataclasses.replace(parsed.request, tools=tools, tool_choice=_tool_choice(b.body.get("tool_choice")),
+                                  parallel_tool_calls=b.get("parallel_tool_calls", bool, True))
     return dataclasses.replace(parsed, request=request)
 
 

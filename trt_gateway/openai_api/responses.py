@@ -102,10 +102,12 @@ class Output:
     text: list[str] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     finish: Finish | None = None
 
     def add(self, delta: TokenDelta) -> None:
         self.text.append(delta.text)
+        self.reasoning.append(delta.reasoning)
         self.logprobs.extend(delta.logprobs)
         self.tool_calls.extend(delta.tool_calls)
         if delta.finish is not None:
@@ -135,6 +137,9 @@ class Shape:
             choice: dict[str, Any] = {"index": i, "finish_reason": reason, "stop_reason": stop}
             if self.chat:
                 choice["message"] = {"role": "assistant", "content": text if text or not out.tool_calls else None}
+                thought = "".join(out.reasoning)
+                if thought:  # vLLM's field for the reasoning split off by the server's reasoning parser
+                    choice["message"]["reasoning_content"] = thought
                 if out.tool_calls:
                     choice["message"]["tool_calls"] = tool_calls_json(out.tool_calls)
                 choice["logprobs"] = chat_logprobs(out.logprobs) if self.logprobs else None
@@ -158,7 +163,10 @@ class Shape:
             choice["stop_reason"] = stop
         text = prefix + delta.text
         if self.chat:
-            choice["delta"] = {"content": text} if text or (reason is None and not delta.tool_calls) else {}
+            bare = reason is None and not delta.tool_calls and not delta.reasoning
+            choice["delta"] = {"content": text} if text or bare else {}
+            if delta.reasoning:
+                choice["delta"]["reasoning_content"] = delta.reasoning
             if delta.tool_calls:
                 choice["delta"]["tool_calls"] = tool_calls_json(delta.tool_calls, streamed=True)
             choice["logprobs"] = chat_logprobs(delta.logprobs) if self.logprobs and delta.logprobs else None

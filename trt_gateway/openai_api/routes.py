@@ -123,7 +123,7 @@ class _Api:
             return error_response(exc, rid)
         shape = Shape(chat, rid, str(body.get("model") or info.name), req.response.logprobs)
         progress = generation.Progress()
-        deltas = self.gateway.start(req, parsed.n, progress, rid)
+        deltas = self.gateway.start(req, parsed.n, progress, rid, reasoning_split=chat)
         clock = self.gateway.clock(info, progress, parsed.n)
         headers = {"x-request-id": rid}
         if parsed.stream:

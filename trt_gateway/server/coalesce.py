@@ -149,6 +149,7 @@ class _Run:
             prompt=run[0].prompt,  # only an output's first delta carries one
             finish=run[-1].finish,  # only a run's last delta can carry one
             tool_calls=run[-1].tool_calls,  # as does the finish
+            reasoning="".join(d.reasoning for d in run),
         )
 
 

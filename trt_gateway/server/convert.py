@@ -80,6 +80,7 @@ def generate_request(msg: pb.GenerateRequest, request_id: str, model: str, defau
         priority=msg.priority,
         tools=tuple(t.Tool(name=x.name, description=x.description, parameters=x.parameters) for x in msg.tools),
         tool_choice=msg.tool_choice,
+        parallel_tool_calls=msg.parallel_tool_calls if msg.HasField("parallel_tool_calls") else True,
     )
 
 
@@ -123,6 +124,8 @@ def stream_chunk(request_id: str, index: int, delta: t.TokenDelta, adapter: str 
         chunk.prompt.CopyFrom(prompt_info(delta.prompt))
     if delta.tool_calls:
         chunk.tool_calls.extend(tool_calls_out(delta.tool_calls))
+    if delta.reasoning:
+        chunk.reasoning = delta.reasoning
     if delta.finish is not None:
         f = delta.finish
         chunk.finish_reason = finish_reason(f.reason)
@@ -135,7 +138,7 @@ def stream_chunk(request_id: str, index: int, delta: t.TokenDelta, adapter: str 
 
 def output(index: int, deltas: Sequence[t.TokenDelta], adapter: str = "") -> pb.Output:
     """Fold one output's deltas into a unary `Output`."""
-    out = pb.Output(index=index, text="".join(d.text for d in deltas))
+    out = pb.Output(index=index, text="".join(d.text for d in deltas), reasoning="".join(d.reasoning for d in deltas))
     for d in deltas:
         out.token_ids.extend(d.token_ids)
         out.logprobs.extend(logprobs(d.logprobs))

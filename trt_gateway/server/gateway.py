@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from trt_gateway import errors, tool_calls, validation
+from trt_gateway import errors, reasoning, tool_calls, validation
 from trt_gateway.config import GatewayConfig
 from trt_gateway.executors.base import Executor
 from trt_gateway.server import generation
@@ -113,14 +113,30 @@ class Gateway:
         return dataclasses.replace(constrained, request_id=caller.owned_id(request.request_id))
 
     def start(
-        self, request: GenerateRequest, n: int, progress: generation.Progress, shown_id: str
+        self,
+        request: GenerateRequest,
+        n: int,
+        progress: generation.Progress,
+        shown_id: str,
+        *,
+        reasoning_split: bool = True,
     ) -> AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None]:
         """(output index, delta) until every output finished. Close it to abort what is still running.
-        `request` is what `check` returned; `shown_id` is the id its caller knows it by (for error messages)."""
-        deltas = generation.run(self.executor, self.admission, self.registry, request, n, progress, shown_id=shown_id)
-        if tool_calls.parser_for(request, self.config.server.tool_call_parser) is None:
+        `request` is what `check` returned; `shown_id` is the id its caller knows it by (for error messages).
+
+        Each output's text goes through the reasoning parser (unless `reasoning_split` is off: text completions
+        keep the model's text whole, as vLLM's do), then its content through the tool-call parser."""
+        fmt = self.config.server.reasoning_parser if reasoning_split and request.guided.kind is None else None
+        tools = tool_calls.parser_for(request, self.config.server.tool_call_parser) is not None
+        run_request = request
+        if fmt is not None and reasoning.needs_prompt_text(fmt) and request.prompt.text is None:
+            # Where the output starts (inside a think block the template opened, or not) is read off the rendered
+            # prompt, which only the executor knows: it returns it with the first delta, which _Split then hides.
+            run_request = dataclasses.replace(request, response=dataclasses.replace(request.response, echo=True))
+        deltas = generation.run(self.executor, self.admission, self.registry, run_request, n, progress, shown_id=shown_id)
+        if fmt is None and not tools:
             return deltas
-        return _with_tool_calls(deltas, request, self.config.server.tool_call_parser)
+        return _split_outputs(deltas, request, fmt, self.config.server.tool_call_parser)
 
     def clock(self, info: ServedModel, progress: generation.Progress, n: int) -> TokenClock:
         return TokenClock(self.metrics.model(info.name), progress, [0.0] * n)
@@ -134,24 +150,59 @@ class Gateway:
         return await generation.abort(self.executor, self.registry, owned_id)
 
 
-async def _with_tool_calls(
-    deltas: AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None], request: GenerateRequest, fmt: str
+class _Split:
+    """One output's text through its parsers: reasoning first, then the content through the tool-call parser."""
+
+    def __init__(self, request: GenerateRequest, fmt: str | None, tool_format: str) -> None:
+        self._request, self._fmt = request, fmt
+        self._reasoning: reasoning.ReasoningParser | None = None
+        self._tools = tool_calls.parser_for(request, tool_format)
+
+    def delta(self, delta: TokenDelta) -> TokenDelta | None:
+        """The delta as the caller sees it, or None when nothing of it is left to send."""
+        r = self._request.response
+        if delta.prompt is not None and self._fmt is not None and self._reasoning is None:
+            self._reasoning = reasoning.parser(self._fmt, self._prompt_text(delta.prompt.text))
+            if not r.echo:  # asked for by start(), not by the caller
+                prompt = dataclasses.replace(delta.prompt, text="") if r.prompt_token_ids else None
+                delta = dataclasses.replace(delta, prompt=prompt)
+                if prompt is None and not (delta.text or delta.token_ids or delta.logprobs or delta.finish):
+                    return None
+        if self._fmt is not None and self._reasoning is None:
+            self._reasoning = reasoning.parser(self._fmt, self._prompt_text(None))
+        thought, content = self._reasoning.push(delta.text) if self._reasoning and delta.text else ("", delta.text)
+        if delta.finish is not None and self._reasoning is not None:
+            more_thought, more_content = self._reasoning.finish()
+            thought, content = thought + more_thought, content + more_content
+        calls: tuple[ToolCall, ...] = ()
+        if self._tools is not None:
+            content = self._tools.push(content) if content else ""
+            if delta.finish is not None:
+                rest, calls = self._tools.finish()
+                content += rest
+        return dataclasses.replace(delta, text=content, reasoning=thought, tool_calls=calls)
+
+    def _prompt_text(self, rendered: str | None) -> str | None:
+        text = self._request.prompt.text
+        return text if text is not None else rendered
+
+
+async def _split_outputs(
+    deltas: AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None],
+    request: GenerateRequest,
+    fmt: str | None,
+    tool_format: str,
 ) -> AsyncGenerator[tuple[int, TokenDelta | generation.Queued], None]:
-    """Each output's text through its tool-call parser: content as it is certain, the calls on the last delta."""
-    parsers: dict[int, tool_calls.Parser] = {}
+    """Each output's deltas through its own `_Split`: text as it is certain, the calls on the last delta."""
+    splits: dict[int, _Split] = {}
     async with contextlib.aclosing(deltas):
         async for index, delta in deltas:
             if isinstance(delta, generation.Queued):
                 yield index, delta
                 continue
-            parser = parsers.get(index)
-            if parser is None:
-                made = tool_calls.parser_for(request, fmt)
-                assert made is not None  # start() wraps only requests that have one
-                parser = parsers[index] = made
-            text = parser.push(delta.text) if delta.text else ""
-            calls: tuple[ToolCall, ...] = ()
-            if delta.finish is not None:
-                rest, calls = parser.finish()
-                text += rest
-            yield index, dataclasses.replace(delta, text=text, tool_calls=calls)
+            split = splits.get(index)
+            if split is None:
+                split = splits[index] = _Split(request, fmt, tool_format)
+            out = split.delta(delta)
+            if out is not None:
+                yield index, out

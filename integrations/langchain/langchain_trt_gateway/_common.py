@@ -28,6 +28,7 @@ from trt_gateway.client import (
     Usage,
     check_call_fields,
 )
+from trt_gateway.types import ToolCall
 
 PROVIDER = "trt_gateway"
 DEFAULT_TARGET = "localhost:50051"
@@ -61,6 +62,8 @@ class Piece:
     text: str
     metadata: dict[str, Any] | None = None
     usage: Usage | None = None
+    reasoning: str = ""  # reasoning text the server split off (servers with a reasoning parser)
+    tool_calls: tuple[ToolCall, ...] = ()  # on the last piece: the calls the server parsed
 
 
 class GatewayFields(BaseModel):
@@ -235,7 +238,7 @@ def _check_guided(info: ModelInfo, call: ResolvedCall) -> str:
 
 def _piece(chunk: StreamChunk, name: str, call: ResolvedCall) -> Piece:
     if chunk.finish_reason is None:
-        return Piece(chunk.text)
+        return Piece(chunk.text, reasoning=chunk.reasoning)
     md = finish_metadata(
         model_name=name,
         adapter=call.adapter,
@@ -245,7 +248,7 @@ def _piece(chunk: StreamChunk, name: str, call: ResolvedCall) -> Piece:
         timings=chunk.timings,
         request_id=chunk.request_id,
     )
-    return Piece(chunk.text, md, chunk.usage)
+    return Piece(chunk.text, md, chunk.usage, chunk.reasoning, chunk.tool_calls)
 
 
 def finish_metadata(

@@ -1,8 +1,11 @@
 """`ChatTrtGateway`: a LangChain chat model over the trt-gateway client.
 
-Messages go to the gateway as {"role", "content"} pairs and the server applies the model's chat template. Streams
-are the gateway's own token deltas; the final chunk alone carries `usage_metadata` and the finish metadata.
-Structured output and forced tool calls use the server's guided decoding (see _structured.py and _tools.py).
+Messages go to the gateway as {"role", "content"} pairs (an AI message's tool calls and a tool result's call id with
+them) and the server applies the model's chat template. Streams are the gateway's own token deltas; the final chunk
+alone carries `usage_metadata`, the finish metadata and the tool calls. Tools are the gateway's own (the server
+renders them, parses calls and enforces forced ones: _tools.py); structured output uses its guided decoding
+(_structured.py). Reasoning the server splits off (`server.reasoning_parser`) is in
+`additional_kwargs["reasoning_content"]`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pydantic import BaseModel, model_validator
 from trt_gateway.client import Completion
 
 from langchain_trt_gateway._common import (
-    GUIDED_KEYS,
     GatewayFields,
     Piece,
     ResolvedCall,
@@ -34,7 +36,7 @@ from langchain_trt_gateway._common import (
     usage_metadata,
 )
 from langchain_trt_gateway._structured import GuidedJsonOutputParser, is_pydantic_class
-from langchain_trt_gateway._tools import DEFAULT_TOOL_PROMPT, ToolPlan, format_tools, render_tool_calls
+from langchain_trt_gateway._tools import ToolPlan, convert_calls, format_tools, openai_tool_calls
 from langchain_trt_gateway._version import __version__
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
@@ -46,14 +48,14 @@ StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
 _TOOL_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "tool_call_chunk", "function_call"})
 
 
-def to_gateway_messages(messages: Sequence[BaseMessage], tool_role: str = "tool") -> list[dict[str, str]]:
-    """LangChain messages as the gateway's {"role", "content"} pairs. Text only: the gateway serves text models.
+def to_gateway_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """LangChain messages as the gateway's messages. Text only: the gateway serves text models.
 
-    An AI message's tool calls are appended to its text as JSON lines {"name", "arguments"} (the shape a tool call
-    is generated in). A tool result goes as a `tool_role` message; when that role is not "tool" (a chat template
-    without a tool role), its text says which tool it comes from.
+    An AI message's tool calls go with it (OpenAI's shape); a tool result goes as a "tool" message with the id of the
+    call it answers. The server renders both through the chat template (or, for a template that knows nothing of
+    tools, as text the model can read).
     """
-    out = []
+    out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         role = m.role if isinstance(m, ChatMessage) else _ROLES.get(m.type)
         if role is None:
@@ -64,15 +66,12 @@ def to_gateway_messages(messages: Sequence[BaseMessage], tool_role: str = "tool"
                 kinds -= _TOOL_CALL_BLOCKS
             if kinds:
                 raise ValueError(f"messages[{i}]: the gateway takes text only, not {sorted(map(str, kinds))} blocks")
-        content = str(m.text)
+        message: dict[str, Any] = {"role": role, "content": str(m.text)}
         if isinstance(m, AIMessage) and m.tool_calls:
-            content = "\n".join(filter(None, [content, render_tool_calls(m.tool_calls)]))
+            message["tool_calls"] = openai_tool_calls(m.tool_calls)
         if isinstance(m, ToolMessage):
-            role = tool_role
-            if tool_role != "tool":
-                failed = " failed" if m.status == "error" else ""
-                content = f"Result of tool {m.name or 'call'} (call {m.tool_call_id}){failed}:\n{content}"
-        out.append({"role": role, "content": content})
+            message["tool_call_id"] = m.tool_call_id
+        out.append(message)
     return out
 
 
@@ -94,11 +93,6 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
 
     streaming: bool = False
     """Make `invoke` go through the stream (so streaming callbacks see tokens)."""
-    tool_prompt: str = DEFAULT_TOOL_PROMPT
-    """System text describing bound tools; `{tools}` becomes one JSON line per tool. "" sends no description."""
-    tool_role: str = "tool"
-    """The chat role tool results (`ToolMessage`) are sent with. Templates of tool-trained models take "tool"; one
-    that knows only system/user/assistant (the demo model's) needs "user"."""
 
     @model_validator(mode="after")
     def _set_trt_gateway_version(self) -> ChatTrtGateway:
@@ -114,7 +108,7 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         return self._identifying()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        tool_keys = ("tools", "tool_choice")  # bound by `bind_tools`; not request fields
+        tool_keys = ("tools", "tool_choice", "parallel_tool_calls")  # bound by `bind_tools`; not request fields
         return self._ls_params(stop, {k: v for k, v in kwargs.items() if k not in tool_keys}, "chat")
 
     # -- generation -----------------------------------------------------------------------------------------------
@@ -175,21 +169,15 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
 
     def _prepare(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[ResolvedCall, list[dict[str, str]], ToolPlan | None]:
-        """One call: its request fields, its gateway messages and what it does with bound tools."""
+    ) -> tuple[ResolvedCall, list[dict[str, Any]], ToolPlan | None]:
+        """One call: its request fields (bound tools among them), its gateway messages and its tool plan."""
         kwargs = dict(kwargs)
         plan = ToolPlan.from_kwargs(kwargs.pop("tools", None), kwargs.pop("tool_choice", None))
-        schema = plan.json_schema() if plan is not None else None
-        if schema is not None:
-            guided = sorted(k for k in GUIDED_KEYS if kwargs.get(k) is not None or self.model_kwargs.get(k))
-            if guided:
-                raise ValueError(f"a forced tool call is guided by the tools' schema; it cannot also use {guided}")
-            kwargs["json_schema"] = schema
-        call = self._resolve(stop, kwargs)
-        prompt = to_gateway_messages(messages, self.tool_role)
+        if plan is None:
+            kwargs.pop("parallel_tool_calls", None)
         if plan is not None:
-            prompt = plan.with_prompt(prompt, self.tool_prompt)
-        return call, prompt, plan
+            kwargs.update(plan.request_fields())
+        return self._resolve(stop, kwargs), to_gateway_messages(messages), plan
 
     # -- tools ------------------------------------------------------------------------------------------------------
 
@@ -198,19 +186,22 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: dict[str, Any] | str | bool | None = None,
+        parallel_tool_calls: bool = False,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (functions, `BaseTool`s, pydantic classes, JSON schemas or OpenAI tool dicts).
 
-        `tool_choice`: "any" / "required" / True (call one of the tools), a tool's name (call that one; also
-        {"type": "function", "function": {"name": ...}}), "auto" / None (the model decides), "none" / False (no
-        call). A forced call is constrained by guided decoding to {"name", "arguments"} matching the tool's
-        parameters schema, so it always parses and validates; "auto" is not constrained (see `_tools.py`). Calls come
-        back in `AIMessage.tool_calls`, each with an id.
+        The tools and the choice go to the gateway, which renders the tools through the model's chat template and
+        parses the calls out of its reply. `tool_choice`: "any" / "required" / True (call one of the tools), a
+        tool's name (call that one; also {"type": "function", "function": {"name": ...}}), "auto" / None (the model
+        decides), "none" / False (no call). A forced call is constrained by the server's guided decoding to the
+        tool's parameters schema, so it always parses and validates (the model needs guided `json_schema`); "auto"
+        is not constrained. `parallel_tool_calls`: with "any", False (the default) constrains the reply to exactly
+        one call, True to one or more. Calls come back in `AIMessage.tool_calls`, each with the server's id.
         """
         formatted = format_tools(tools)
         ToolPlan.from_kwargs(formatted, tool_choice)  # refuses a bad tool_choice now, not at the first call
-        return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+        return super().bind(tools=formatted, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls, **kwargs)
 
     # -- structured output ----------------------------------------------------------------------------------------
 
@@ -264,11 +255,16 @@ class ChatTrtGateway(GatewayFields, BaseChatModel):
         return RunnableMap(raw=llm) | parse.with_fallbacks([fallback], exception_key="parsing_error")
 
 
+def _reasoning(text: str) -> dict[str, Any]:
+    return {"reasoning_content": text} if text else {}
+
+
 def _chat_chunk(piece: Piece) -> ChatGenerationChunk:
     if piece.metadata is None:
-        return ChatGenerationChunk(message=AIMessageChunk(content=piece.text))
+        return ChatGenerationChunk(message=AIMessageChunk(content=piece.text, additional_kwargs=_reasoning(piece.reasoning)))
     message = AIMessageChunk(
         content=piece.text,
+        additional_kwargs=_reasoning(piece.reasoning),
         usage_metadata=usage_metadata(piece.usage) if piece.usage is not None else None,
         response_metadata=piece.metadata,
         chunk_position="last",
@@ -277,30 +273,18 @@ def _chat_chunk(piece: Piece) -> ChatGenerationChunk:
 
 
 class _ToolStream:
-    """Turns a call's pieces into chunks. With tools, a reply that may be a tool call is held back and read whole at
-    the end: a forced call always, an "auto" reply once its first non-blank character opens JSON (or a fence).
-    Anything else streams as it comes."""
+    """Turns a call's pieces into chunks. The server streams content as it is certain not to be part of a call and
+    sends the calls on the last chunk, which becomes `tool_call_chunks` (each complete, with its id)."""
 
     def __init__(self, plan: ToolPlan | None) -> None:
-        self.plan = plan if plan is not None and plan.parses else None
-        self.mode = "text" if self.plan is None else "hold" if self.plan.forced else "undecided"
-        self.held = ""
+        self.plan = plan
+        self.text = ""  # content so far: a forced call cut short is reported with its text
 
     def feed(self, piece: Piece) -> list[ChatGenerationChunk]:
-        if self.mode == "text":
+        self.text += piece.text
+        if piece.metadata is None or self.plan is None:
             return [_chat_chunk(piece)]
-        self.held += piece.text
-        if self.mode == "undecided":
-            start = self.held.lstrip()[:1]
-            if start:
-                self.mode = "hold" if start in "{[`" else "text"
-            if self.mode == "text":
-                text, self.held = self.held, ""
-                return [_chat_chunk(Piece(text, piece.metadata, piece.usage))]
-        if piece.metadata is None:
-            return []
-        assert self.plan is not None
-        content, calls, _invalid = self.plan.parse(self.held, piece.metadata.get("finish_reason"))
+        _, calls, _invalid = self.plan.read(self.text, piece.tool_calls, piece.metadata.get("finish_reason"))
         # Only complete calls go out as chunks: LangChain "repairs" the arguments of a chunked call when it merges
         # chunks, so a cut-off call stays text here (invoke also reports it in `invalid_tool_calls`).
         chunks = [
@@ -308,7 +292,8 @@ class _ToolStream:
             for i, c in enumerate(calls)
         ]
         message = AIMessageChunk(
-            content=content,
+            content=piece.text,
+            additional_kwargs=_reasoning(piece.reasoning),
             tool_call_chunks=chunks,
             usage_metadata=usage_metadata(piece.usage) if piece.usage is not None else None,
             response_metadata=piece.metadata,
@@ -327,11 +312,13 @@ def _chat_result(done: Completion, name: str, call: ResolvedCall, plan: ToolPlan
         timings=done.timings,
         request_id=done.request_id,
     )
-    content, calls, invalid = (
-        plan.parse(done.text, done.finish_reason) if plan is not None and plan.parses else (done.text, [], [])
-    )
+    if plan is not None:
+        content, calls, invalid = plan.read(done.text, done.tool_calls, done.finish_reason)
+    else:
+        content, (calls, invalid) = done.text, convert_calls(done.tool_calls)
     message = AIMessage(
         content=content,
+        additional_kwargs=_reasoning(done.reasoning),
         tool_calls=calls,
         invalid_tool_calls=invalid,
         usage_metadata=usage_metadata(done.usage),

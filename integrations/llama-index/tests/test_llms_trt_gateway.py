@@ -93,7 +93,7 @@ def test_is_a_native_llm() -> None:
 def test_metadata_comes_from_the_server() -> None:
     meta = TrtGateway().metadata
     assert (meta.context_window, meta.num_output, meta.is_chat_model, meta.model_name) == (1024, 256, True, "demo")
-    assert not meta.is_function_calling_model
+    assert meta.is_function_calling_model  # the gateway's tools (test_function_calling.py)
     assert demo(max_tokens=100, context_window=800).metadata.num_output == 100
     assert demo(context_window=800).metadata.context_window == 800
     with pytest.raises(ValueError, match="below the context window"):

@@ -40,7 +40,7 @@ from trt_gateway.executors.sampling_map import GUIDED_KINDS
 from trt_gateway.executors.trtllm.api import TrtApi, llm_kwargs, load_api
 from trt_gateway.executors.trtllm.options import TrtllmOptions, check_model_path, trtllm_modules
 from trt_gateway.executors.trtllm.params import ParamSupport, sampling_kwargs
-from trt_gateway.executors.trtllm.stats import StatsPoller
+from trt_gateway.executors.trtllm.stats import StatsPoller, load_from_stats
 from trt_gateway.executors.trtllm.stream import abort_result, deltas
 from trt_gateway.types import AdapterInfo, ChatMessage, GenerateRequest, ServedModel, TokenDelta
 
@@ -205,6 +205,11 @@ class TrtllmExecutor(ExternalEngineExecutor[AdapterRegistry]):
             self._requests.pop(request.request_id, None)
             if not result.finished:
                 abort_result(result)
+
+    def _engine_load(self) -> dict[str, Any]:
+        """From the latest iteration stats (`LLM.get_stats_async`: numActiveRequests, numQueuedRequests,
+        kvCacheStats{maxNumBlocks, usedNumBlocks, tokensPerBlock}); nothing before the first, or with stats off."""
+        return load_from_stats(self.stats.latest)
 
     async def abort(self, request_id: str) -> bool:
         result = self._requests.get(request_id)

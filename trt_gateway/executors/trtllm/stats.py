@@ -79,3 +79,21 @@ class StatsPoller:
                 value = value.get(key) if isinstance(value, dict) else None
             if isinstance(value, (int, float)) and suffix in self._gauges:
                 self._gauges[suffix].set(value * scale)
+
+
+def load_from_stats(stat: dict[str, Any]) -> dict[str, Any]:
+    """ExecutorLoad fields from one iteration-stats entry: request counts and the KV cache's blocks."""
+    out: dict[str, Any] = {}
+    for field, key in (("num_running", "numActiveRequests"), ("num_waiting", "numQueuedRequests")):
+        if isinstance(stat.get(key), int):
+            out[field] = stat[key]
+    kv = stat.get("kvCacheStats")
+    if isinstance(kv, dict):
+        total, used, size = kv.get("maxNumBlocks"), kv.get("usedNumBlocks"), kv.get("tokensPerBlock")
+        if isinstance(total, int) and total > 0:
+            out["num_blocks"] = total
+            if isinstance(used, int):
+                out["kv_cache_usage"] = min(1.0, used / total)
+        if isinstance(size, int):
+            out["block_size"] = size
+    return out

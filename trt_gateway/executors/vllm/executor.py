@@ -204,6 +204,14 @@ class VllmExecutor(ExternalEngineExecutor[VllmAdapters]):
             if not state.finished:
                 await self._engine_abort(rid)
 
+    def _engine_load(self) -> dict[str, Any]:
+        """From the latest SchedulerStats vLLM handed its stat loggers (num_running_reqs, num_waiting_reqs,
+        kv_cache_usage). vLLM's stats carry no block size or count, so those stay unknown (0)."""
+        latest = self.stats.latest
+        names = (("num_running", "running_requests", int), ("num_waiting", "waiting_requests", int),
+                 ("kv_cache_usage", "kv_cache_usage", float))
+        return {field: kind(latest[key]) for field, key, kind in names if key in latest}
+
     async def abort(self, request_id: str) -> bool:
         state = self._requests.get(request_id)
         if state is None or state.finished:

@@ -29,13 +29,11 @@ class TestChatTrtGatewayIntegration(ChatModelIntegrationTests):
         # `target` comes from TRT_GATEWAY_TARGET (conftest). Greedy and at least one token: the suite asserts
         # non-empty content, and the tiny demo model may otherwise end at once. 64 tokens: the demo tokenizer spends
         # about one token per character of JSON, and a tool call {"name": ..., "arguments": ...} takes ~50.
-        # The demo model's chat template knows no "tool" role, so tool results go as user messages.
         return {
             "model": "demo",
             "temperature": 0,
             "max_tokens": 64,
             "model_kwargs": {"min_tokens": 1},
-            "tool_role": "user",
         }
 
     @property

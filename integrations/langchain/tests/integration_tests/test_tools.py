@@ -1,9 +1,12 @@
-"""`bind_tools` on the demo model: forced calls are constrained by guided decoding, so they always parse and validate
-against the tool's arguments schema (whatever the tiny model makes of the question); "auto" is unconstrained."""
+"""`bind_tools` through the gateway's own tool support. On the demo model: forced calls are constrained by the
+server's guided decoding, so they always parse and validate against the tool's arguments schema (whatever the tiny
+model makes of the question); "auto" is unconstrained. On a scripted echo gateway: an "auto" call the server parses
+out of the text, streamed content, the history sent as tool turns, and reasoning."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Literal
 
 import pytest
@@ -11,6 +14,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 from trt_gateway import errors
+from trt_gateway.executors.echo import EchoExecutor
+from trt_gateway.testing import LiveGateway
+from trt_gateway.types import GenerateRequest, TokenDelta, ToolCall
 
 from langchain_trt_gateway import ChatTrtGateway
 
@@ -45,7 +51,7 @@ ARGS = {"BookTrip": BookTrip, **{t.name: t.args_schema for t in (get_time, ping,
 
 
 def demo(**kwargs: object) -> ChatTrtGateway:
-    params: dict[str, object] = {"model": "demo", "max_tokens": 96, "tool_role": "user", **kwargs}
+    params: dict[str, object] = {"model": "demo", "max_tokens": 96, **kwargs}
     return ChatTrtGateway(**params)  # type: ignore[arg-type]
 
 
@@ -82,7 +88,9 @@ def test_forced_by_name_invoke_and_stream() -> None:
     for c in chunks[1:]:
         full = full + c
     streamed = check_call(full, {"get_time"})
-    assert streamed["args"] == done["args"]  # greedy: the same call either way
+    # Not asserted equal to `done`: in the full suite the second request hits the prefix cache, and the demo model's
+    # near-tied logits then sometimes pick another zone even greedy (seen: CET vs UTC). Both are valid calls.
+    assert streamed["name"] == done["name"] == "get_time"
     assert full.usage_metadata is not None and full.response_metadata["finish_reason"] == "stop_token"
 
 
@@ -114,13 +122,6 @@ def test_tool_round_trip_in_history() -> None:
     assert answer.usage_metadata["input_tokens"] > 60
 
 
-def test_tool_role_must_be_one_the_template_knows() -> None:
-    history = [HumanMessage("t?"), AIMessage("", tool_calls=[{"name": "ping", "args": {}, "id": "c1"}])]
-    history.append(ToolMessage("pong", tool_call_id="c1", name="ping"))
-    with pytest.raises(errors.InvalidArgument, match="Unknown role: tool"):
-        demo(tool_role="tool").bind_tools([ping]).invoke(history)
-
-
 def test_auto_answers_in_text() -> None:
     # Unconstrained: the demo model does not choose to call a tool, and its text reply is not mistaken for a call.
     message = demo(temperature=0, max_tokens=16).bind_tools([get_time, ping]).invoke("Hello!")
@@ -138,10 +139,80 @@ def test_cut_forced_call_is_invalid_not_repaired() -> None:
     full = None
     for chunk in llm.stream("Book it."):
         full = chunk if full is None else full + chunk
-    assert full is not None and not full.tool_calls and full.content == message.content
+    assert full is not None and not full.tool_calls and full.content  # the cut text (see above on equality)
+    assert full.response_metadata["finish_reason"] == "length" and not full.content.endswith("}")
 
 
 def test_forced_call_and_structured_output_do_not_mix() -> None:
     llm = demo().bind_tools([ping], tool_choice="any")
-    with pytest.raises(ValueError, match="cannot also use"):
+    with pytest.raises(errors.InvalidArgument, match="cannot be combined with guided.json_schema"):
         llm.invoke("x", json_schema={"type": "object"})
+
+
+# -- the server parses "auto" calls: a scripted echo gateway --------------------------------------------------------
+
+SCRIPT = '<think>The clock tool.</think>Checking.<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>'
+
+
+class Recording(EchoExecutor):
+    def __init__(self) -> None:
+        super().__init__({"script": SCRIPT})
+        self.requests: list[GenerateRequest] = []
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+        self.requests.append(request)
+        async for delta in super().generate(request):
+            yield delta
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[tuple[str, Recording]]:
+    executor = Recording()
+    with LiveGateway(executor, server={"reasoning_parser": "qwen3", "stream_coalesce_tokens": 1}) as target:
+        yield target, executor
+
+
+def test_auto_call_parsed_by_the_server(echo: tuple[str, Recording]) -> None:
+    target, executor = echo
+    llm = ChatTrtGateway(target=target, model="echo", max_tokens=300).bind_tools([get_time, ping])
+    message = llm.invoke("What time is it?")
+    assert isinstance(message, AIMessage) and message.content == "Checking."
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == [("get_time", {"zone": "CET"})]
+    assert message.tool_calls[0]["id"].startswith("call_")  # type: ignore[union-attr]
+    assert message.additional_kwargs["reasoning_content"] == "The clock tool."
+    sent = executor.requests[-1]
+    assert [t.name for t in sent.tools] == ["get_time", "ping"] and sent.tool_choice == "auto"
+    assert "get_time" not in str(sent.prompt.messages)  # no client-side tool prompt: the server renders the tools
+
+    chunks = list(llm.stream("What time is it?"))
+    assert sum(1 for c in chunks if c.content) > 2  # the content streams as the server releases it
+    full = chunks[0]
+    for c in chunks[1:]:
+        full = full + c
+    assert isinstance(full, AIMessageChunk) and full.content == "Checking."
+    assert [(c["name"], c["args"]) for c in full.tool_calls] == [("get_time", {"zone": "CET"})]
+    assert full.additional_kwargs["reasoning_content"] == "The clock tool."
+
+
+def test_history_goes_to_the_server_as_tool_turns(echo: tuple[str, Recording]) -> None:
+    target, executor = echo
+    llm = ChatTrtGateway(target=target, model="echo", max_tokens=8).bind_tools([get_time], tool_choice="none")
+    call = {"name": "get_time", "args": {"zone": "UTC"}, "id": "call_7", "type": "tool_call"}
+    history = [HumanMessage("Time?"), AIMessage("", tool_calls=[call]), ToolMessage("12:00", tool_call_id="call_7")]
+    answer = llm.invoke(history)
+    assert not answer.tool_calls  # type: ignore[attr-defined]  # tool_choice none: the text is content
+    sent = executor.requests[-1].prompt.messages
+    assert sent is not None and [m.role for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1].tool_calls == (ToolCall("call_7", "get_time", '{"zone": "UTC"}'),)
+    assert sent[2].tool_call_id == "call_7" and sent[2].content == "12:00"
+
+
+async def test_auto_call_async(echo: tuple[str, Recording]) -> None:
+    target, _ = echo
+    llm = ChatTrtGateway(target=target, model="echo", max_tokens=300).bind_tools([get_time])
+    message = await llm.ainvoke("What time is it?")
+    assert [c["name"] for c in message.tool_calls] == ["get_time"]  # type: ignore[attr-defined]
+    full = None
+    async for chunk in llm.astream("What time is it?"):
+        full = chunk if full is None else full + chunk
+    assert full is not None and [c["args"] for c in full.tool_calls] == [{"zone": "CET"}]  # type: ignore[attr-defined]

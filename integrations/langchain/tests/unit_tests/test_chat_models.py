@@ -27,7 +27,7 @@ def test_messages_become_role_content_pairs() -> None:
         {"role": "user", "content": "hello there"},
         {"role": "assistant", "content": "hi"},
         {"role": "critic", "content": "meh"},
-        {"role": "tool", "content": "42"},
+        {"role": "tool", "content": "42", "tool_call_id": "t1"},
     ]
 
 

@@ -1,9 +1,8 @@
-"""Offline: tool binding, the forced-call schema, the tool prompt, reading replies (whole and streamed), the history
-rendering, and the strict parser of guided JSON. Nothing here reaches a server."""
+"""Offline: tool binding, tool_choice forms, reading the server's calls (whole and streamed), the history sent to the
+server, and the strict parser of guided JSON. Nothing here reaches a server."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -14,11 +13,12 @@ from langchain_core.runnables import RunnableBinding
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 from pydantic.v1 import BaseModel as BaseModelV1
+from trt_gateway import types as t
 
 from langchain_trt_gateway import ChatTrtGateway
 from langchain_trt_gateway._common import Piece
 from langchain_trt_gateway._structured import GuidedJsonOutputParser
-from langchain_trt_gateway._tools import ToolPlan, call_schema, format_tools, normalize_tool_choice
+from langchain_trt_gateway._tools import ToolPlan, format_tools, normalize_tool_choice
 from langchain_trt_gateway.chat_models import _ToolStream, to_gateway_messages
 
 
@@ -65,8 +65,6 @@ def test_bad_tool_choice_fails_at_bind_time() -> None:
     llm = ChatTrtGateway()
     with pytest.raises(ValueError, match="bound tool's name"):
         llm.bind_tools([Weather], tool_choice="nope")
-    twice = ToolPlan.from_kwargs([add, Weather, add], "any")
-    assert twice is not None and [t["function"]["name"] for t in twice.allowed()] == NAMES[::-1]
     with pytest.raises(ValueError, match="needs tools"):
         ToolPlan.from_kwargs([], "any")
     assert ToolPlan.from_kwargs(None, None) is None
@@ -79,109 +77,38 @@ def test_bind_tools_binds_openai_format_and_kwargs() -> None:
     assert bound.kwargs["tool_choice"] == "any" and bound.kwargs["ls_structured_output_format"] == {"x": 1}
 
 
-def test_forced_call_schema() -> None:
-    assert plan("auto").json_schema() is None and plan("none").json_schema() is None
-    one = plan("add").json_schema()
-    assert one is not None
-    assert one["properties"]["name"] == {"type": "string", "enum": ["add"]}
-    assert one["properties"]["arguments"]["required"] == ["a", "b"]
-    assert one["required"] == ["name", "arguments"] and one["additionalProperties"] is False
-    both = plan("any").json_schema()
-    assert both is not None
-    assert [b["properties"]["name"]["enum"] for b in both["anyOf"]] == [["Weather"], ["add"]]
-
-
-def test_forced_call_schema_hoists_defs() -> None:
-    params = {
-        "type": "object",
-        "properties": {"p": {"$ref": "#/$defs/P"}},
-        "$defs": {"P": {"type": "object", "properties": {"q": {"$ref": "#/$defs/Q"}}}, "Q": {"type": "integer"}},
-    }
-    schema = call_schema([{"type": "function", "function": {"name": "t", "parameters": params}}])
-    assert schema["$defs"] == {
-        "t__P": {"type": "object", "properties": {"q": {"$ref": "#/$defs/t__Q"}}},
-        "t__Q": {"type": "integer"},
-    }
-    assert schema["properties"]["arguments"]["properties"]["p"] == {"$ref": "#/$defs/t__P"}
-    assert "$defs" not in schema["properties"]["arguments"]
-
-
-def test_tools_are_described_in_the_system_message() -> None:
-    template = "Tools:\n{tools}"
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-    out = plan("auto").with_prompt(messages, template)
-    assert out[0]["role"] == "system" and out[0]["content"].startswith("Be brief.\n\nTools:\n")
-    lines = out[0]["content"].split("\n")[-2:]
-    assert [json.loads(line)["name"] for line in lines] == NAMES
-    assert json.loads(lines[1])["parameters"]["required"] == ["a", "b"]
-    # A forced call by name describes that tool only; "none" and an empty template describe none.
-    only = plan("add").with_prompt([{"role": "user", "content": "hi"}], template)
-    assert only[0]["role"] == "system" and '"Weather"' not in only[0]["content"]
-    assert plan("none").with_prompt(messages, template) == messages
-    assert plan("auto").with_prompt(messages, "") == messages
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        '{"name": "add", "arguments": {"a": 1, "b": 2}}',
-        '  ```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```',
-        '{"name": "add", "parameters": {"a": 1, "b": 2}}',
-        '{"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}',
-        '[{"name": "add", "arguments": {"a": 1, "b": 2}}]',
-    ],
-)
-def test_auto_reply_that_is_a_call(reply: str) -> None:
-    content, calls, invalid = plan("auto").parse(reply, "stop_token")
-    assert content == "" and not invalid
-    assert [(c["name"], c["args"]) for c in calls] == [("add", {"a": 1, "b": 2})]
-    assert calls[0]["id"].startswith("call_")
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        "It is sunny.",
-        '{"a": 1}',
-        '{"name": "unknown", "arguments": {}}',
-        '{"name": "add", "arguments": {"a": 1}, "extra": 1}',
-        '{"name": "add", "arguments": {"a": 1',
-        "[]",
-    ],
-)
-def test_auto_reply_that_is_text(reply: str) -> None:
-    assert plan("auto").parse(reply, "stop_token") == (reply, [], [])
+def test_server_calls_become_langchain_calls() -> None:
+    calls = (t.ToolCall("call_1", "add", '{"a": 1, "b": 2}'), t.ToolCall("call_2", "add", "{not json"))
+    content, good, bad = plan("auto").read("", calls, "stop_token")
+    assert content == "" and [(c["name"], c["args"], c["id"]) for c in good] == [("add", {"a": 1, "b": 2}, "call_1")]
+    assert [(c["name"], c["id"]) for c in bad] == [("add", "call_2")]
+    assert plan("auto").read("It is sunny.", (), "stop_token") == ("It is sunny.", [], [])
 
 
 def test_cut_forced_call_is_invalid() -> None:
-    text = '{"name": "add", "arguments": {"a": 1'
-    content, calls, invalid = plan("any").parse(text, "length")
+    text = '{"a": 1'  # the server returns a forced call that did not complete as content
+    content, calls, invalid = plan("any").read(text, (), "length")
     assert content == text and calls == []
     assert invalid[0]["args"] == text and "max_tokens" in (invalid[0]["error"] or "")
 
 
-def _stream(plan_: ToolPlan | None, texts: list[str]) -> list[AIMessageChunk]:
+def _stream(plan_: ToolPlan | None, texts: list[str], calls: tuple[t.ToolCall, ...] = ()) -> list[list[AIMessageChunk]]:
     reader = _ToolStream(plan_)
     out = []
     for i, text in enumerate(texts):
         last = i == len(texts) - 1
-        piece = Piece(text, {"finish_reason": "stop_token", "model_name": "m"} if last else None)
-        out.append([c.message for c in reader.feed(piece)])
+        md = {"finish_reason": "stop_token", "model_name": "m"} if last else None
+        out.append([c.message for c in reader.feed(Piece(text, md, tool_calls=calls if last else ()))])
     return out  # type: ignore[return-value]
 
 
-def test_stream_of_text_flows_and_of_a_call_is_held() -> None:
-    text = _stream(plan("auto"), ["  ", "It", " is", " sunny"])
-    assert [[m.content for m in step] for step in text] == [[], ["  It"], [" is"], [" sunny"]]
-    call = _stream(plan("auto"), ['{"name": "add", ', '"arguments": {"a": 1, "b": 2}', "}"])
-    assert [len(step) for step in call] == [0, 0, 1]
+def test_stream_flows_and_the_calls_come_last() -> None:
+    text = _stream(plan("auto"), ["It", " is", " sunny", ""])
+    assert [[m.content for m in step] for step in text] == [["It"], [" is"], [" sunny"], [""]]
+    call = _stream(plan("auto"), ["Let me add.", ""], (t.ToolCall("call_9", "add", '{"a": 1, "b": 2}'),))
     (last,) = call[-1]
-    assert last.content == "" and last.chunk_position == "last"
-    assert [(c["name"], c["args"]) for c in last.tool_calls] == [("add", {"a": 1, "b": 2})]
-    forced = _stream(plan("add"), ["Not", " JSON"])  # only a cut call can look like this
-    assert [len(step) for step in forced] == [0, 1] and forced[-1][0].content == "Not JSON"
-    plain = _stream(None, ['{"name": "add"', "}"])
-    assert [m.content for step in plain for m in step] == ['{"name": "add"', "}"]
+    assert last.chunk_position == "last"
+    assert [(c["name"], c["args"], c["id"]) for c in last.tool_calls] == [("add", {"a": 1, "b": 2}, "call_9")]
 
 
 def test_history_with_tool_calls_and_results() -> None:
@@ -192,14 +119,11 @@ def test_history_with_tool_calls_and_results() -> None:
         HumanMessage("1 + 2?"),
         AIMessage(anthropic_style, tool_calls=[call]),
         ToolMessage("3", tool_call_id="c1", name="add"),
-        ToolMessage("boom", tool_call_id="c2", name="add", status="error"),
     ]
-    as_tool = to_gateway_messages(history)
-    assert as_tool[2] == {"role": "assistant", "content": 'Let me add.\n{"name": "add", "arguments": {"a": 1, "b": 2}}'}
-    assert as_tool[3] == {"role": "tool", "content": "3"}
-    as_user = to_gateway_messages(history, tool_role="user")
-    assert as_user[3] == {"role": "user", "content": "Result of tool add (call c1):\n3"}
-    assert as_user[4] == {"role": "user", "content": "Result of tool add (call c2) failed:\nboom"}
+    out = to_gateway_messages(history)
+    assert out[2] == {"role": "assistant", "content": "Let me add.", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]}
+    assert out[3] == {"role": "tool", "content": "3", "tool_call_id": "c1"}
 
 
 def test_resolve_makes_guided_calls_greedy_unless_told() -> None:
@@ -210,14 +134,12 @@ def test_resolve_makes_guided_calls_greedy_unless_told() -> None:
     assert "temperature" not in llm._resolve(None, {}).params
 
 
-def test_prepare_adds_the_forced_schema_and_refuses_two_constraints() -> None:
+def test_prepare_sends_the_tools_to_the_server() -> None:
     llm = ChatTrtGateway(model="m")
     tools = format_tools([add])
     call, prompt, made = llm._prepare([HumanMessage("hi")], None, {"tools": tools, "tool_choice": "any"})
-    assert made is not None and call.params["json_schema"] == made.json_schema()
-    assert call.params["temperature"] == 0 and prompt[0]["role"] == "system" and "add" in prompt[0]["content"]
-    with pytest.raises(ValueError, match="cannot also use"):
-        llm._prepare([HumanMessage("hi")], None, {"tools": tools, "tool_choice": "any", "regex": "x"})
+    assert made is not None and call.params["tools"] == tools and call.params["tool_choice"] == "required"
+    assert prompt == [{"role": "user", "content": "hi"}]  # no client-side tool prompt
     assert "tools" not in llm._get_ls_params(tools=tools, tool_choice="any")
 
 

@@ -4,7 +4,8 @@ All eight entry points are native: the sync ones on `GatewayClient`, the async o
 thread hops, no sync calls on the event loop). Chat sends {"role", "content"} messages and the server applies the
 model's chat template; only a model without one falls back to `messages_to_prompt`. `metadata` comes from the
 server's model info, fetched once. Each decorated entry point calls private helpers, never another decorated one,
-so instrumentation sees one event per call.
+so instrumentation sees one event per call. Function calling (`chat_with_tools`, `predict_and_call`, agents) uses
+the gateway's own tools (tools.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, 
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -26,15 +27,17 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
-    TextBlock,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.prompts import BasePromptTemplate
-from llama_index.core.types import Model
+from llama_index.core.types import Model, PydanticProgramMode
 
+from llama_index.llms.trt_gateway import tools as tooling
 from trt_gateway import errors
+from trt_gateway import types as t
 from trt_gateway.client import (
     CALL_FIELDS,
     AsyncGatewayClient,
@@ -47,6 +50,9 @@ from trt_gateway.client import (
     check_call_fields,
 )
 
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
+
 DEFAULT_TARGET = "localhost:50051"
 # Request fields a call or `additional_kwargs` may set; the prompt and the number of outputs are ours.
 REQUEST_KEYS = CALL_FIELDS
@@ -57,7 +63,8 @@ _GUIDED_FINISH: ContextVar[str | None] = ContextVar("trt_gateway_guided_finish",
 
 
 PromptOf = Callable[[ModelInfo], dict[str, Any]]
-_Item = tuple[str, str, "dict[str, Any] | None"]  # (text so far, delta, raw on the last item only)
+_Item = tuple[str, str, "dict[str, Any] | None", "Sequence[t.ToolCall]", str]
+# (text so far, delta, raw on the last item only, tool calls on the last item only, reasoning so far)
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class _Request:
     timeout: float | None
 
 
-class TrtGateway(LLM):
+class TrtGateway(FunctionCallingLLM):
     """An LLM served by a trt-gateway.
 
         from llama_index.llms.trt_gateway import TrtGateway
@@ -114,6 +121,11 @@ class TrtGateway(LLM):
     client_key: SecretStr | None = Field(default=None, description="mTLS private key: PEM path or text.")
     server_name_override: str | None = Field(default=None, description="TLS host name to check instead.")
 
+    pydantic_program_mode: PydanticProgramMode = Field(
+        default=PydanticProgramMode.LLM,
+        description="Structured prediction by the server's guided JSON decoding (a text program), not a tool call.",
+    )
+
     _clients: LazyClients | None = PrivateAttr(default=None)
     clients: ClassVar[SharedClients] = SharedClients()  # LazyClients for this target, built on first use
 
@@ -154,7 +166,7 @@ class TrtGateway(LLM):
             context_window=self._context_window(info),
             num_output=self._num_output(info),
             is_chat_model=info.capabilities.chat_template,
-            is_function_calling_model=False,
+            is_function_calling_model=info.capabilities.chat_template,  # tools need a chat prompt
             model_name=info.name,
         )
 
@@ -205,7 +217,7 @@ class TrtGateway(LLM):
 
     def _chat_prompt(self, info: ModelInfo, messages: Sequence[ChatMessage]) -> dict[str, Any]:
         if info.capabilities.chat_template:
-            return {"messages": [_gateway_message(i, m) for i, m in enumerate(messages)]}
+            return {"messages": [tooling.gateway_message(i, m) for i, m in enumerate(messages)]}
         return {"text": self.messages_to_prompt(messages)}
 
     def _completion_prompt(self, prompt: str, formatted: bool) -> dict[str, Any]:
@@ -225,28 +237,29 @@ class TrtGateway(LLM):
         params, timeout = self._params(info, kwargs)
         return _Request(info.name, prompt_of(info), params, timeout)
 
-    def _generate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _generate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[Completion, dict[str, Any]]:
         r = self._prepare(prompt_of, kwargs)
         done = self.client.generate(**r.prompt, timeout=r.timeout, **r.params)
         _note_guided(r, done.finish_reason)
-        return done.text, _raw(done, r)
+        return done, _raw(done, r)
 
-    async def _agenerate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    async def _agenerate(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> tuple[Completion, dict[str, Any]]:
         r = await self._aprepare(prompt_of, kwargs)
         done = await self.async_client.generate(**r.prompt, timeout=r.timeout, **r.params)
         _note_guided(r, done.finish_reason)
-        return done.text, _raw(done, r)
+        return done, _raw(done, r)
 
     def _stream(self, prompt_of: PromptOf, kwargs: dict[str, Any]) -> Iterator[_Item]:
         r = self._prepare(prompt_of, kwargs)
         stream = self.client.stream(**r.prompt, timeout=r.timeout, **r.params)
 
         def items() -> Iterator[_Item]:
-            text = ""
+            text = reasoning = ""
             with stream:  # leaving early (break, close) cancels the RPC
                 for chunk in stream:
-                    text += chunk.text
-                    yield text, chunk.text, None if chunk.finish_reason is None else _raw(chunk, r)
+                    text, reasoning = text + chunk.text, reasoning + chunk.reasoning
+                    raw = None if chunk.finish_reason is None else _raw(chunk, r)
+                    yield text, chunk.text, raw, chunk.tool_calls, reasoning
 
         return items()
 
@@ -255,11 +268,12 @@ class TrtGateway(LLM):
         stream = self.async_client.stream(**r.prompt, timeout=r.timeout, **r.params)
 
         async def items() -> AsyncIterator[_Item]:
-            text = ""
+            text = reasoning = ""
             async with stream:
                 async for chunk in stream:
-                    text += chunk.text
-                    yield text, chunk.text, None if chunk.finish_reason is None else _raw(chunk, r)
+                    text, reasoning = text + chunk.text, reasoning + chunk.reasoning
+                    raw = None if chunk.finish_reason is None else _raw(chunk, r)
+                    yield text, chunk.text, raw, chunk.tool_calls, reasoning
 
         return items()
 
@@ -267,63 +281,101 @@ class TrtGateway(LLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        text, raw = self._generate(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
-        return CompletionResponse(text=text, raw=raw)
+        done, raw = self._generate(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
+        return CompletionResponse(text=done.text, raw=raw)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         items = self._stream(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
 
         def gen() -> CompletionResponseGen:
-            for text, delta, raw in items:
+            for text, delta, raw, _calls, _reasoning in items:
                 yield CompletionResponse(text=text, delta=delta, raw=raw)
 
         return gen()
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text, raw = self._generate(lambda info: self._chat_prompt(info, messages), kwargs)
-        return ChatResponse(message=_assistant(text), raw=raw)
+        done, raw = self._generate(lambda info: self._chat_prompt(info, messages), kwargs)
+        return ChatResponse(message=tooling.assistant(done.text, done.tool_calls, done.reasoning), raw=raw)
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         items = self._stream(lambda info: self._chat_prompt(info, messages), kwargs)
 
         def gen() -> ChatResponseGen:
-            for text, delta, raw in items:
-                yield ChatResponse(message=_assistant(text), delta=delta, raw=raw)
+            for text, delta, raw, calls, reasoning in items:
+                yield ChatResponse(message=tooling.assistant(text, calls, reasoning), delta=delta, raw=raw)
 
         return gen()
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        text, raw = await self._agenerate(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
-        return CompletionResponse(text=text, raw=raw)
+        done, raw = await self._agenerate(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
+        return CompletionResponse(text=done.text, raw=raw)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
         items = await self._astream(lambda _info: self._completion_prompt(prompt, formatted), kwargs)
 
         async def gen() -> CompletionResponseAsyncGen:
-            async for text, delta, raw in items:
+            async for text, delta, raw, _calls, _reasoning in items:
                 yield CompletionResponse(text=text, delta=delta, raw=raw)
 
         return gen()
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text, raw = await self._agenerate(lambda info: self._chat_prompt(info, messages), kwargs)
-        return ChatResponse(message=_assistant(text), raw=raw)
+        done, raw = await self._agenerate(lambda info: self._chat_prompt(info, messages), kwargs)
+        return ChatResponse(message=tooling.assistant(done.text, done.tool_calls, done.reasoning), raw=raw)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         items = await self._astream(lambda info: self._chat_prompt(info, messages), kwargs)
 
         async def gen() -> ChatResponseAsyncGen:
-            async for text, delta, raw in items:
-                yield ChatResponse(message=_assistant(text), delta=delta, raw=raw)
+            async for text, delta, raw, calls, reasoning in items:
+                yield ChatResponse(message=tooling.assistant(text, calls, reasoning), delta=delta, raw=raw)
 
         return gen()
+
+    # -- function calling: the gateway's tools ---------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """`chat` keywords that send `tools` to the gateway. `tool_required` (or tool_choice "required" / a tool's
+        name) forces a call, constrained by the server's guided decoding; without `allow_parallel_tool_calls` a
+        forced reply is exactly one call."""
+        messages = list(chat_history or [])
+        if isinstance(user_msg, str):
+            user_msg = ChatMessage(role=MessageRole.USER, content=user_msg)
+        if user_msg is not None:
+            messages.append(user_msg)
+        fields = tooling.request_fields(tools, tool_required, tool_choice, allow_parallel_tool_calls)
+        return {"messages": messages, **fields, **kwargs}
+
+    def _validate_chat_with_tools_response(
+        self,
+        response: ChatResponse,
+        tools: Sequence[BaseTool],
+        allow_parallel_tool_calls: bool = False,
+        **kwargs: Any,
+    ) -> ChatResponse:
+        return response if allow_parallel_tool_calls else tooling.only_first_call(response)
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        return tooling.selections(response, error_on_no_tool_call)
 
     # -- structured output: guided JSON decoding ----------------------------------------------------------------------
 
@@ -399,18 +451,6 @@ def _cut_off_reported(output_cls: type) -> Iterator[None]:
         ) from exc
     finally:
         _GUIDED_FINISH.reset(token)
-
-
-def _gateway_message(i: int, m: ChatMessage) -> dict[str, str]:
-    others = [type(b).__name__ for b in m.blocks if not isinstance(b, TextBlock)]
-    if others:
-        raise ValueError(f"messages[{i}]: the gateway takes text only, not {sorted(set(others))}")
-    role = m.role.value if isinstance(m.role, MessageRole) else str(m.role)
-    return {"role": role, "content": m.content or ""}
-
-
-def _assistant(text: str) -> ChatMessage:
-    return ChatMessage(role=MessageRole.ASSISTANT, content=text)
 
 
 def _raw(done: Completion | StreamChunk, r: _Request) -> dict[str, Any]:
