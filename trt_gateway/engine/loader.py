@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
@@ -95,7 +97,7 @@ def _checkpoint_model(
     state: dict[str, torch.Tensor] = {}
     device_name = str(device) if device.type != "cuda" or device.index is not None else "cuda:0"
     for file, names in located.items():
-        with safe_open(str(file), framework="pt", device=device_name) as f:
+        with _unreadable_as_config_error(file), safe_open(str(file), framework="pt", device=device_name) as f:
             for name in names:
                 state[name] = f.get_tensor(name).to(dtype)
     if cfg.tie_word_embeddings:
@@ -141,7 +143,7 @@ def _check_headers(files: list[Path], expected: dict[str, tuple[int, ...]], tied
     unexpected: list[str] = []
     mismatched: list[str] = []
     for file in files:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
+        with _unreadable_as_config_error(file), safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
                 if name.endswith(_IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
                     continue
@@ -165,6 +167,15 @@ def _check_headers(files: list[Path], expected: dict[str, tuple[int, ...]], tied
     if problems:
         raise EngineConfigError("checkpoint does not match its config.json: " + "; ".join(problems), field="model")
     return located
+
+
+@contextlib.contextmanager
+def _unreadable_as_config_error(file: Path) -> Iterator[None]:
+    """A truncated or corrupt safetensors file is a bad checkpoint (exit 2 naming the file), not an engine bug."""
+    try:
+        yield
+    except (SafetensorError, OSError) as exc:
+        raise EngineConfigError(f"{file} is corrupt or unreadable ({exc})", field="model") from exc
 
 
 def _listing(items: list[str]) -> str:
