@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import logging
 import os
 import threading
@@ -52,8 +53,8 @@ class Index:
                 if self.path == f"/simple/{model_fetch.PROJECT}/":
                     if index.json:
                         url = f"http://{self.headers['Host']}/files/{model_fetch.WHEEL}"
-                        body = ('{"meta": {"api-version": "1.0"}, "files": [{"filename": "%s", "url": "%s"}]}'
-                                % (model_fetch.WHEEL, url)).encode()
+                        body = json.dumps({"meta": {"api-version": "1.0"},
+                                           "files": [{"filename": model_fetch.WHEEL, "url": url}]}).encode()
                         kind = "application/vnd.pypi.simple.v1+json"
                     else:  # relative links, as many mirrors write them
                         body = (f'<html><body><a href="../../files/other-1.0.tar.gz">other</a>'
