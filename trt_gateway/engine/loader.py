@@ -97,7 +97,7 @@ def _checkpoint_model(
     state: dict[str, torch.Tensor] = {}
     device_name = str(device) if device.type != "cuda" or device.index is not None else "cuda:0"
     for file, names in located.items():
-        with _unreadable_as_config_error(file), safe_open(str(file), framework="pt", device=device_name) as f:
+        with safe_open(str(file), framework="pt", device=device_name) as f:
             for name in names:
                 state[name] = f.get_tensor(name).to(dtype)
     if cfg.tie_word_embeddings:
@@ -171,7 +171,8 @@ def _check_headers(files: list[Path], expected: dict[str, tuple[int, ...]], tied
 
 @contextlib.contextmanager
 def _unreadable_as_config_error(file: Path) -> Iterator[None]:
-    """A truncated or corrupt safetensors file is a bad checkpoint (exit 2 naming the file), not an engine bug."""
+    """A truncated or corrupt safetensors file is a bad checkpoint (exit 2 naming the file), not an engine bug.
+    Opening checks the header and that it covers the file, so the header pass finds truncation too."""
     try:
         yield
     except (SafetensorError, OSError) as exc:
