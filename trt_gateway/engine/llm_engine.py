@@ -100,14 +100,9 @@ class LLMEngine:
         self.lora = self._lora_registry(model)  # before sizing the KV cache: slots take device memory
         draft = self._draft_model()  # likewise: its weights first, then its KV shares the budget per block
         extra = draft.bytes_per_block(config.block_size) if draft is not None else 0
-        num_blocks, self.max_model_len = fit_kv_cache(
-            config,
-            self.model_config,
-            self.device,
-            self.dtype,
-            self.max_model_len,
-            extra_bytes_per_block=extra,
-            gathers_kv=not self.use_kernels,
+        num_blocks, self.max_model_len = fit_kv_cache(  # a default max_model_len may be lowered to what fits
+            config, self.model_config, self.device, self.dtype, self.max_model_len,
+            extra_bytes_per_block=extra, gathers_kv=not self.use_kernels,
         )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
@@ -155,9 +150,7 @@ class LLMEngine:
         logger.info(
             "engine ready in %.1f s (weights %.1f s, KV cache and warm-up %.1f s): %s on %s/%s, max_model_len=%d, "
             "%d KV blocks of %d tokens, kernels %s, CUDA graphs %s",
-            now - started,
-            loaded - started,
-            now - loaded,
+            *(now - started, loaded - started, now - loaded),
             self.model_config.architecture,
             self.device,
             self.dtype,
