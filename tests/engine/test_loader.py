@@ -4,6 +4,7 @@ cannot run (architecture, RoPE type, sliding window, missing/misshapen/unexpecte
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -129,6 +130,15 @@ def test_unexpected_weight_is_named(checkpoint_copy):
         make_engine(checkpoint_copy)
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_a_truncated_checkpoint_file_is_refused_naming_it(checkpoint_copy, name):
+    file = checkpoint_copy / name
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    with pytest.raises(EngineConfigError, match=f"{name} is (corrupt or unreadable|not a readable JSON file)") as exc:
+        make_engine(checkpoint_copy)
+    assert exc.value.field == "model"
+
+
 def test_no_safetensors_is_refused(checkpoint_copy):
     (checkpoint_copy / "model.safetensors").unlink()
     with pytest.raises(EngineConfigError, match="no \\*.safetensors"):
@@ -144,10 +154,27 @@ def test_sliding_window_shorter_than_the_context_is_refused(tmp_path):
     assert make_engine(tmp_path, max_model_len=32).max_model_len == 32  # within the window it is exact
 
 
-def test_kv_budget_too_small_for_one_sequence_is_refused(llama):
+def test_a_chosen_max_model_len_the_kv_budget_cannot_hold_is_refused(llama):
     with pytest.raises(EngineConfigError, match="lower max_model_len") as exc:
-        make_engine(llama.path, num_kv_blocks=10)  # 40 tokens < max_model_len 256
+        make_engine(llama.path, num_kv_blocks=40, max_model_len=256)  # 160 tokens < 256
     assert exc.value.field == "num_kv_blocks"
+
+
+def test_the_default_max_model_len_is_lowered_to_what_the_kv_budget_holds(llama, caplog):
+    with caplog.at_level(logging.WARNING, logger="trt_gateway.engine.kv_cache"):
+        engine = make_engine(llama.path, num_kv_blocks=40)  # 160 tokens; the model allows 256
+    assert engine.max_model_len == 160 and engine.bounds.max_model_len == 160
+    [warning] = caplog.records
+    assert "lowered from 256" in warning.getMessage() and "160" in warning.getMessage()
+
+
+def test_a_kv_budget_below_a_useful_length_is_refused_naming_the_budget(llama):
+    with pytest.raises(EngineConfigError, match="fewer than the 128 one sequence needs") as exc:
+        make_engine(llama.path, num_kv_blocks=10)  # 40 tokens
+    assert exc.value.field == "num_kv_blocks"
+    with pytest.raises(EngineConfigError, match="raise kv_cache_bytes \\(--kv-cache-bytes\\)") as exc:
+        make_engine(llama.path, kv_cache_bytes=1000)
+    assert exc.value.field == "kv_cache_bytes"
 
 
 def test_tied_embeddings_share_one_parameter(checkpoints):

@@ -4,11 +4,13 @@ SDK ask: /health, chat and text completions, streamed and not, and a clean SIGTE
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -20,10 +22,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_default_model_over_http() -> None:
+def test_serve_default_model_over_http(tmp_path: Path) -> None:
     grpc_port, http_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "trt_gateway.cli", "serve", "--port", str(grpc_port), "--http-port", str(http_port)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    # Offline with an empty cache: the default model falls back to the committed demo model, whatever this machine has.
+    env = {**os.environ, "TRT_GATEWAY_OFFLINE": "1", "TRT_GATEWAY_CACHE": str(tmp_path)}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{http_port}"
     try:
         deadline = time.monotonic() + 90

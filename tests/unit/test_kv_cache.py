@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from engine_helpers import needs_cuda
 
-from trt_gateway.engine.engine_config import EngineConfig
-from trt_gateway.engine.kv_cache import SURPLUS_FACTOR, activation_bytes, bytes_per_block, num_kv_blocks
+from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
+from trt_gateway.engine.kv_cache import (
+    SURPLUS_FACTOR,
+    activation_bytes,
+    bytes_per_block,
+    fit_kv_cache,
+    num_kv_blocks,
+)
 from trt_gateway.engine.model_config import parse_model_config
 
-CFG = parse_model_config(
-    {
-        "architectures": ["LlamaForCausalLM"],
-        "vocab_size": 32,
-        "hidden_size": 64,
-        "intermediate_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 64,
-    }
-)
+RAW = {
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": 32,
+    "hidden_size": 64,
+    "intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
+CFG = parse_model_config(RAW)
 CPU = torch.device("cpu")
 
 
@@ -71,3 +77,16 @@ def test_cuda_budget_is_a_fraction_of_free_memory():
 def test_cuda_budget_is_capped_at_the_surplus_factor():
     config = EngineConfig(model="x", gpu_memory_utilization=1.0, max_num_seqs=128)
     assert num_kv_blocks(config, CFG, torch.device("cuda"), torch.bfloat16, max_model_len=64) == SURPLUS_FACTOR * 128 * 4
+
+
+def test_a_real_models_default_length_is_lowered_to_the_default_cpu_budget():
+    # SmolLM2-135M: 30 layers, 3 KV heads of 64, 8,192 positions. One full sequence needs 384 MiB of float32 KV, more
+    # than the 256 MiB CPU default: the "fails with default settings". Now it serves 5,824 tokens instead.
+    smol = parse_model_config({**RAW, "hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+                               "num_key_value_heads": 3, "max_position_embeddings": 8192})
+    config = EngineConfig(model="x", max_num_seqs=16, block_size=16)
+    blocks, length = fit_kv_cache(config, smol, CPU, torch.float32, max_model_len=8192)
+    assert (blocks, length) == (364, 364 * 16)
+    chosen = EngineConfig(model="x", max_num_seqs=16, block_size=16, max_model_len=8192)
+    with pytest.raises(EngineConfigError, match="lower max_model_len"):
+        fit_kv_cache(chosen, smol, CPU, torch.float32, max_model_len=8192)

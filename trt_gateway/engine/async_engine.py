@@ -108,7 +108,10 @@ class AsyncEngine:
         tokenizer_file = model / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise EngineConfigError(f"{model} has no tokenizer.json (HF fast tokenizer required)", field="model")
-        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # tokenizers raises a bare Exception for a corrupt file
+            raise EngineConfigError(f"{tokenizer_file} cannot be read ({exc})", field="model") from exc
         template = ChatTemplate.from_pretrained(model)
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[LLMEngine] = self._loop.create_future()

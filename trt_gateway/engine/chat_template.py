@@ -157,5 +157,10 @@ def _token_text(value: Any) -> str | None:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError included
+        from trt_gateway.engine.engine_config import EngineConfigError
+
+        raise EngineConfigError(f"{path} is not a readable JSON file ({exc})", field="model") from exc
     return data if isinstance(data, dict) else {}

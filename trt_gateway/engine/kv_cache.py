@@ -8,10 +8,13 @@ two slices. Its size comes from a byte budget:
   activations (with the torch attention path the padded decode gather is the big one; the kernels read in place).
 Budgets are capped at SURPLUS_FACTOR x what max_num_seqs full-length sequences can use: beyond that, blocks only
 hold more prefix cache, and each one costs host-side bookkeeping (a tiny model on an 80 GB GPU would otherwise get
-millions). The engine refuses to start when one max_model_len sequence does not fit: it could never finish.
+millions). One max_model_len sequence must fit (it could never finish otherwise): a max_model_len left at its default
+(the model's maximum) is lowered to what fits, with a warning (`fit_kv_cache`); a chosen one is refused.
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -20,6 +23,11 @@ from trt_gateway.engine.model_config import ModelConfig
 
 DEFAULT_CPU_KV_BYTES = 256 * MiB
 SURPLUS_FACTOR = 4
+# The default max_model_len (the model's maximum) is lowered to what the cache holds, but a context shorter than
+# this serves nothing useful: then start-up fails asking for a bigger budget instead.
+MIN_AUTO_MODEL_LEN = 128
+
+logger = logging.getLogger(__name__)
 
 
 def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -53,30 +61,79 @@ def num_kv_blocks(
 ) -> int:
     """extra_bytes_per_block: another cache indexed by the same blocks (the draft model's KV); gathers_kv: the torch
     attention path copies every decode's context per step (the kernels do not)."""
+    num_blocks, field = _budget_blocks(config, cfg, device, dtype, max_model_len, extra_bytes_per_block, gathers_kv)
+    blocks_per_seq = -(-max_model_len // config.block_size)
+    if num_blocks < blocks_per_seq:
+        raise EngineConfigError(
+            f"the KV cache holds {num_blocks} blocks ({num_blocks * config.block_size} tokens) but one "
+            f"max_model_len={max_model_len} sequence needs {blocks_per_seq}: lower max_model_len (--max-model-len) "
+            f"or raise {_flag(field)}",
+            field=field,
+        )
+    return num_blocks
+
+
+def fit_kv_cache(
+    config: EngineConfig,
+    cfg: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_model_len: int,
+    *,
+    extra_bytes_per_block: int = 0,
+    gathers_kv: bool = True,
+) -> tuple[int, int]:
+    """(num_blocks, max_model_len). A max_model_len the user chose must fit as is; the default (the model's maximum)
+    is lowered, with one warning, to what the cache holds, but not below min(MIN_AUTO_MODEL_LEN, the maximum)."""
+    if config.max_model_len is None:
+        blocks, field = _budget_blocks(config, cfg, device, dtype, max_model_len, extra_bytes_per_block, gathers_kv)
+        fitted = blocks * config.block_size
+        if fitted < max_model_len:
+            floor = min(MIN_AUTO_MODEL_LEN, max_model_len)
+            if fitted < floor:
+                raise EngineConfigError(
+                    f"the KV cache holds only {fitted} tokens ({blocks} blocks of {config.block_size}), fewer than "
+                    f"the {floor} one sequence needs at least: raise {_flag(field)}",
+                    field=field,
+                )
+            logger.warning(
+                "max_model_len lowered from %d (the model's maximum) to %d tokens, what the KV cache holds; raise %s "
+                "for longer sequences", max_model_len, fitted, _flag(field),
+            )
+            max_model_len = fitted
+    blocks = num_kv_blocks(config, cfg, device, dtype, max_model_len, extra_bytes_per_block=extra_bytes_per_block,
+                           gathers_kv=gathers_kv)
+    return blocks, max_model_len
+
+
+def _budget_blocks(
+    config: EngineConfig,
+    cfg: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_model_len: int,
+    extra_bytes_per_block: int,
+    gathers_kv: bool,
+) -> tuple[int, str]:
+    """The blocks the configured budget buys at this max_model_len, and the field that sets the budget."""
     per_block = bytes_per_block(cfg, config.block_size, dtype) + extra_bytes_per_block
     blocks_per_seq = -(-max_model_len // config.block_size)
     if config.num_kv_blocks is not None:
-        num_blocks, field = config.num_kv_blocks, "num_kv_blocks"
-    elif device.type == "cuda":
+        return config.num_kv_blocks, "num_kv_blocks"
+    if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = int(free * config.gpu_memory_utilization) - activation_bytes(
             config, cfg, dtype, max_model_len, gathers_kv
         )
         num_blocks = min(max(0, budget) // per_block, SURPLUS_FACTOR * config.max_num_seqs * blocks_per_seq)
-        field = "gpu_memory_utilization"
-    else:
-        default = min(DEFAULT_CPU_KV_BYTES, config.max_num_seqs * blocks_per_seq * per_block)
-        budget = config.kv_cache_bytes if config.kv_cache_bytes is not None else default
-        num_blocks = min(budget // per_block, SURPLUS_FACTOR * config.max_num_seqs * blocks_per_seq)
-        field = "kv_cache_bytes"
-    if num_blocks < blocks_per_seq:
-        raise EngineConfigError(
-            f"the KV cache holds {num_blocks} blocks ({num_blocks * config.block_size} tokens, "
-            f"{per_block} bytes each) but one max_model_len={max_model_len} sequence needs {blocks_per_seq}: "
-            f"lower max_model_len or raise {field}",
-            field=field,
-        )
-    return num_blocks
+        return num_blocks, "gpu_memory_utilization"
+    default = min(DEFAULT_CPU_KV_BYTES, config.max_num_seqs * blocks_per_seq * per_block)
+    budget = config.kv_cache_bytes if config.kv_cache_bytes is not None else default
+    return min(budget // per_block, SURPLUS_FACTOR * config.max_num_seqs * blocks_per_seq), "kv_cache_bytes"
+
+
+def _flag(field: str) -> str:
+    return f"--option {field}=N" if field == "num_kv_blocks" else f"{field} (--{field.replace('_', '-')})"
 
 
 def allocate_kv_cache(

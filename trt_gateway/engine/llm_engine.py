@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import time
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from trt_gateway import errors, validation
 from trt_gateway.engine.block_manager import BlockManager
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.input_processor import EngineBounds, EngineRequest, prepare
-from trt_gateway.engine.kv_cache import num_kv_blocks
+from trt_gateway.engine.kv_cache import fit_kv_cache
 from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype
 from trt_gateway.engine.lora.registry import LoraRegistry
 from trt_gateway.engine.lora.slots import LoraSlots
@@ -77,6 +78,7 @@ class StepOutput:
 
 class LLMEngine:
     def __init__(self, config: EngineConfig) -> None:
+        started = time.monotonic()
         self.device = resolve_device(config)
         self.config = config = config.for_device(self.device.type)
         self.model_config = ModelConfig.from_pretrained(config.model)
@@ -94,17 +96,13 @@ class LLMEngine:
             dummy=config.load_format == "dummy",
             use_kernels=self.use_kernels,
         )
+        loaded = time.monotonic()
         self.lora = self._lora_registry(model)  # before sizing the KV cache: slots take device memory
         draft = self._draft_model()  # likewise: its weights first, then its KV shares the budget per block
         extra = draft.bytes_per_block(config.block_size) if draft is not None else 0
-        num_blocks = num_kv_blocks(
-            config,
-            self.model_config,
-            self.device,
-            self.dtype,
-            self.max_model_len,
-            extra_bytes_per_block=extra,
-            gathers_kv=not self.use_kernels,
+        num_blocks, self.max_model_len = fit_kv_cache(  # a default max_model_len may be lowered to what fits
+            config, self.model_config, self.device, self.dtype, self.max_model_len,
+            extra_bytes_per_block=extra, gathers_kv=not self.use_kernels,
         )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
@@ -148,8 +146,11 @@ class LLMEngine:
         self.structured = GrammarBackend(
             Path(config.model) / "tokenizer.json", self.model_config.vocab_size, self.eos_token_ids
         )
+        now = time.monotonic()
         logger.info(
-            "engine ready: %s on %s/%s, max_model_len=%d, %d KV blocks of %d tokens, kernels %s, CUDA graphs %s",
+            "engine ready in %.1f s (weights %.1f s, KV cache and warm-up %.1f s): %s on %s/%s, max_model_len=%d, "
+            "%d KV blocks of %d tokens, kernels %s, CUDA graphs %s",
+            *(now - started, loaded - started, now - loaded),
             self.model_config.architecture,
             self.device,
             self.dtype,

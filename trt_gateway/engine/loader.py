@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
@@ -141,7 +143,7 @@ def _check_headers(files: list[Path], expected: dict[str, tuple[int, ...]], tied
     unexpected: list[str] = []
     mismatched: list[str] = []
     for file in files:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
+        with _unreadable_as_config_error(file), safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
                 if name.endswith(_IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
                     continue
@@ -165,6 +167,16 @@ def _check_headers(files: list[Path], expected: dict[str, tuple[int, ...]], tied
     if problems:
         raise EngineConfigError("checkpoint does not match its config.json: " + "; ".join(problems), field="model")
     return located
+
+
+@contextlib.contextmanager
+def _unreadable_as_config_error(file: Path) -> Iterator[None]:
+    """A truncated or corrupt safetensors file is a bad checkpoint (exit 2 naming the file), not an engine bug.
+    Opening checks the header and that it covers the file, so the header pass finds truncation too."""
+    try:
+        yield
+    except (SafetensorError, OSError) as exc:
+        raise EngineConfigError(f"{file} is corrupt or unreadable ({exc})", field="model") from exc
 
 
 def _listing(items: list[str]) -> str:

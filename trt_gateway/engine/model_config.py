@@ -59,10 +59,21 @@ class ModelConfig:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise EngineConfigError(f"no config.json in {str(path)!r}", field="model")
-        raw = json.loads(config_file.read_text())
+        raw = _read_json(config_file)
         generation_file = path / "generation_config.json"
-        generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
+        generation = _read_json(generation_file) if generation_file.is_file() else {}
         return parse_model_config(raw, generation)
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file; a corrupt one is refused naming it (not a JSONDecodeError traceback)."""
+    try:
+        data = json.loads(file.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise EngineConfigError(f"{file} is not a readable JSON file ({exc})", field="model") from exc
+    if not isinstance(data, dict):
+        raise EngineConfigError(f"{file} must hold a JSON object", field="model")
+    return data
 
 
 def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = None) -> ModelConfig:

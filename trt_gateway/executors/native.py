@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trt_gateway import __version__, errors
+from trt_gateway import __version__, errors, model_path
 from trt_gateway.config import ConfigError, ExecutorConfig, LoraConfig, SpeculativeConfig
 from trt_gateway.executors.base import Executor, Health
 from trt_gateway.types import (
@@ -59,7 +59,7 @@ class NativeExecutor(Executor):
         # Imported here so that `import trt_gateway.executors.native` (the registry, --help) does not load torch.
         from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 
-        self.model_path = Path(model)
+        self.model_path = model_path.check(str(model))  # a hub id, a typo or a stray file: refused here, in one line
         known = {f.name for f in dataclasses.fields(EngineConfig)} - {"model", *_LORA_OPTIONS, *_SPEC_OPTIONS}
         unknown = sorted(set(options or {}) - known)
         if unknown:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,24 @@ def _credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
     )
 
 
+def _check_port_free(host: str, port: int, what: str) -> None:
+    """Refuse a port in use with one clear line before grpc tries it (grpc's own failure is a C-core log line plus
+    "Failed to bind"). Binds as grpc does (SO_REUSEADDR), so a port held only by TIME_WAIT counts as free."""
+    if not port:
+        return
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror:
+        return  # grpc reports the bad address itself
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port} for {what}: {exc.strerror}") from exc
+
+
 class GatewayServer:
     def __init__(self, config: GatewayConfig, executor: Executor | None = None) -> None:
         self.config = config
@@ -92,7 +111,12 @@ class GatewayServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME), server)
         address = f"{cfg.host}:{cfg.port}"
-        self.port = server.add_secure_port(address, _credentials(cfg)) if cfg.tls.enabled else server.add_insecure_port(address)
+        _check_port_free(cfg.host, cfg.port, "gRPC")
+        try:
+            self.port = (server.add_secure_port(address, _credentials(cfg)) if cfg.tls.enabled
+                         else server.add_insecure_port(address))
+        except RuntimeError as exc:  # grpc says only "Failed to bind"
+            raise OSError(f"cannot listen on {address} for gRPC: {exc}") from exc
         if not self.port:
             raise OSError(f"cannot listen on {address}")
         await self._set_health(NOT_SERVING)
