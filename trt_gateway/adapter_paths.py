@@ -13,12 +13,13 @@ from pathlib import Path, PurePath
 
 from trt_gateway import errors
 from trt_gateway.config import ADAPTER_NAME_RE
+from trt_gateway.errors import quote
 
 
 def check_name(name: str, field: str = "name") -> None:
     if not ADAPTER_NAME_RE.fullmatch(name):  # not .match: "$" accepts a trailing "\n"
         raise errors.InvalidArgument(
-            f"{field} must match {ADAPTER_NAME_RE.pattern}, got {name[:80]!r}", field=field
+            f"{field} must match {ADAPTER_NAME_RE.pattern}, got {quote(name)}", field=field
         )
 
 
@@ -30,15 +31,17 @@ def confine(path: str, roots: Sequence[str], field: str = "path") -> str:
         )
     if not path:
         raise errors.InvalidArgument(f"{field} must not be empty", field=field)
+    if "\x00" in path:  # the OS cannot take it: os.path would raise ValueError, a bug (INTERNAL) at the boundary
+        raise errors.InvalidArgument(f"{field} must not contain a NUL character, got {quote(path, 200)}", field=field)
     if ".." in PurePath(path).parts:
-        raise errors.InvalidArgument(f"{field} must not contain '..', got {path[:200]!r}", field=field)
+        raise errors.InvalidArgument(f"{field} must not contain '..', got {quote(path, 200)}", field=field)
     candidate = Path(path) if os.path.isabs(path) else Path(roots[0]) / path
     resolved = Path(os.path.realpath(candidate))
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     if not any(resolved == root or resolved.is_relative_to(root) for root in real_roots):
         raise errors.InvalidArgument(
-            f"{field} {path[:200]!r} resolves outside the adapter roots ({', '.join(map(str, roots))})", field=field
+            f"{field} {quote(path, 200)} resolves outside the adapter roots ({', '.join(map(str, roots))})", field=field
         )
     if not resolved.is_dir():
-        raise errors.InvalidArgument(f"{field} {path[:200]!r} is not a directory", field=field)
+        raise errors.InvalidArgument(f"{field} {quote(path, 200)} is not a directory", field=field)
     return str(resolved)

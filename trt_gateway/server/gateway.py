@@ -75,6 +75,7 @@ class Gateway:
 
     def model(self, name: str) -> ServedModel:
         """The served model called `name` ("" = the default)."""
+        validation.model_name(name, self.limits)
         if not self.models:
             raise errors.Unavailable("the server is starting: models are loading")
         info = self.models.get(name or self.default)
@@ -99,6 +100,7 @@ class Gateway:
         constrained = tool_calls.constrain(request)
         if constrained is not request:
             validation.guided_supported(constrained, info)
+            validation.guided_size(constrained.guided, self.limits, "tools")
         return constrained
 
     def start(
