@@ -267,8 +267,8 @@ def check_request(request: GenerateRequest, info: ServedModel, limits: LimitsCon
     check_values(request)
     _sampling(request, info, limits)
     _response(request, info, limits)
+    guided_size(request.guided, limits)  # first: a huge constraint is refused unread, whatever the executor
     guided_supported(request, info)
-    guided_size(request.guided, limits)
     drafts = request.speculative.num_draft_tokens
     if drafts and caps.speculative and drafts > caps.num_draft_tokens:
         raise fail("draft_limit", "speculative.num_draft_tokens", limit=caps.num_draft_tokens, value=drafts)
