@@ -15,6 +15,8 @@ from trt_gateway import errors
 from trt_gateway.config import ADAPTER_NAME_RE
 from trt_gateway.errors import quote
 
+MAX_PATH_CHARS = 4096  # Linux's PATH_MAX: a longer path cannot name anything
+
 
 def check_name(name: str, field: str = "name") -> None:
     if not ADAPTER_NAME_RE.fullmatch(name):  # not .match: "$" accepts a trailing "\n"
@@ -35,13 +37,19 @@ def confine(path: str, roots: Sequence[str], field: str = "path") -> str:
         raise errors.InvalidArgument(f"{field} must not contain a NUL character, got {quote(path, 200)}", field=field)
     if ".." in PurePath(path).parts:
         raise errors.InvalidArgument(f"{field} must not contain '..', got {quote(path, 200)}", field=field)
+    if len(path) > MAX_PATH_CHARS:
+        raise errors.InvalidArgument(f"{field} must be at most {MAX_PATH_CHARS} characters, got {len(path)}", field=field)
     candidate = Path(path) if os.path.isabs(path) else Path(roots[0]) / path
-    resolved = Path(os.path.realpath(candidate))
-    real_roots = [Path(os.path.realpath(r)) for r in roots]
-    if not any(resolved == root or resolved.is_relative_to(root) for root in real_roots):
-        raise errors.InvalidArgument(
-            f"{field} {quote(path, 200)} resolves outside the adapter roots ({', '.join(map(str, roots))})", field=field
-        )
-    if not resolved.is_dir():
-        raise errors.InvalidArgument(f"{field} {quote(path, 200)} is not a directory", field=field)
+    try:
+        resolved = Path(os.path.realpath(candidate))
+        real_roots = [Path(os.path.realpath(r)) for r in roots]
+        if not any(resolved == root or resolved.is_relative_to(root) for root in real_roots):
+            raise errors.InvalidArgument(
+                f"{field} {quote(path, 200)} resolves outside the adapter roots ({', '.join(map(str, roots))})",
+                field=field,
+            )
+        if not resolved.is_dir():
+            raise errors.InvalidArgument(f"{field} {quote(path, 200)} is not a directory", field=field)
+    except OSError as exc:  # a component over NAME_MAX, a loop of links: the client's path, not a server fault
+        raise errors.InvalidArgument(f"{field} {quote(path, 200)} cannot be resolved: {exc.strerror}", field=field) from None
     return str(resolved)

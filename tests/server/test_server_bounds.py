@@ -141,3 +141,10 @@ async def test_an_adapter_path_with_a_nul_byte_is_invalid_argument(stub) -> None
     field, details = await refused(stub.LoadAdapter(pb.LoadAdapterRequest(name="nul", path="a\x00b")))
     assert field == "path" and "NUL" in details
     await stub.Generate(gen())  # and the server keeps serving
+
+
+@pytest.mark.parametrize("path, says", [("p" * HUGE, "at most 4096 characters"), ("p" * 300, "File name too long")])
+async def test_an_adapter_path_the_os_cannot_take_is_invalid_argument(stub, path: str, says: str) -> None:
+    """Found by the fuzz suite: the filesystem's OSError (a component over NAME_MAX) was a bug at the boundary."""
+    field, details = await refused(stub.LoadAdapter(pb.LoadAdapterRequest(name="long", path=path)))
+    assert field == "path" and says in details
