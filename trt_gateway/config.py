@@ -67,6 +67,13 @@ class LimitsConfig:
     max_top_logprobs: int = 20
     max_request_id_length: int = 128
     max_tools: int = 128
+    max_model_name_length: int = 256  # `model` (or, over HTTP, an adapter's name) longer than this is refused unread
+    # Guided decoding: compile cost grows with the constraint, so its size is bounded before anything compiles.
+    max_guided_chars: int = 65_536  # json_schema, regex or grammar text; the choices' characters together
+    max_guided_choices: int = 1024
+    # A prompt text longer than the context window times this cannot fit, so it is refused before it is tokenized.
+    # Generous: the longest token of common vocabularies is under 100 characters (the demo model's is 93).
+    max_chars_per_token: int = 128
 
     def validate(self, where: str) -> None:
         for f in dataclasses.fields(self):

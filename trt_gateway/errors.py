@@ -16,6 +16,22 @@ import grpc
 
 RETRY_AFTER_KEY = "retry-after-ms"  # trailing metadata on RESOURCE_EXHAUSTED / UNAVAILABLE
 FIELD_KEY = "error-field"  # trailing metadata naming the offending request field, when there is one
+# Status details travel in HTTP/2 headers (gRPC's default limit is 16 KiB for them all): a message echoing a huge
+# user value would make the client fail with a metadata-size error instead of reading the real status.
+MAX_MESSAGE_CHARS = 2048
+QUOTE_CHARS = 80  # how much of a user value a message or a log line shows
+
+
+def quote(value: object, limit: int = QUOTE_CHARS) -> str:
+    """A user-supplied value as a message or a log line shows it: repr'd, at most `limit` characters of it, and its
+    full length when cut. The one way user values are quoted, so no message or log line grows with the input."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def cut(text: str, limit: int) -> str:
+    """Text that may hold a user value (a parser's message quoting its input), unquoted, at most `limit` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class GatewayError(Exception):
@@ -24,6 +40,7 @@ class GatewayError(Exception):
     retryable = False
 
     def __init__(self, message: str, *, field: str | None = None, retry_after_s: float | None = None) -> None:
+        message = cut(message, MAX_MESSAGE_CHARS)  # the last guard: every quoted value should be cut already
         super().__init__(message)
         self.message = message
         self.field = field

@@ -23,7 +23,8 @@ from typing import Any
 
 from trt_gateway import errors
 from trt_gateway.config import ADAPTER_NAME_RE, LimitsConfig
-from trt_gateway.types import GenerateRequest, Prompt, ServedModel
+from trt_gateway.errors import quote
+from trt_gateway.types import GenerateRequest, GuidedDecoding, Prompt, ServedModel
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -39,8 +40,11 @@ MESSAGES = {
     "too_many": "{field} accepts at most {limit} entries, got {value}",
     "too_long": "{field} must be at most {limit} characters, got {value}",
     "empty": "{field} must not be empty",
-    "pattern": "{field} must match {pattern}, got {value!r}",
-    "one_of": "{field} must be one of {choices}, got {value!r}",
+    "pattern": "{field} must match {pattern}, got {value}",
+    "one_of": "{field} must be one of {choices}, got {value}",
+    "over_limit": "{field} must be at most {limit} {unit} (limits.{name}), got {value}",
+    "context_chars": "{field} has {value} characters, more than a context window of {window} tokens can hold at "
+    "{per} characters a token ({source}): at most {limit}",
     "exclusive": "at most one of {fields} may be set",
     "finite": "{field} must be a finite number, got {value}",
     "token_range": "{field} holds token id {value}, outside the vocabulary [0, {limit})",
@@ -48,15 +52,15 @@ MESSAGES = {
     "empty_prompt": "the prompt is empty",
     "context": "the prompt has {value} tokens but the context window is {limit} tokens, including at least one "
     "output token",
-    "unknown_model": "model {value!r} is not served here; available: {available}",
-    "duplicate_id": "request_id {value!r} is already running",
+    "unknown_model": "model {value} is not served here; available: {available}",
+    "duplicate_id": "request_id {value} is already running",
     "unsupported": "{field}: executor {executor!r} does not support {what} for model {model!r}",
     "logprobs_limit": "response.top_logprobs must be <= {limit} for model {model!r}, got {value}",
     "draft_limit": "speculative.num_draft_tokens may only lower the server's draft length ({limit}), got {value}",
     "json_object": "{field} must be a JSON object, got {value}",
-    "duplicate": "{field} repeats {value!r}",
+    "duplicate": "{field} repeats {value}",
     "tools_need_chat": "tools need a chat prompt (messages)",
-    "tool_choice": "tool_choice must be auto, none, required or the name of one of the tools, got {value!r}",
+    "tool_choice": "tool_choice must be auto, none, required or the name of one of the tools, got {value}",
 }
 
 
@@ -70,12 +74,24 @@ def unsupported(field: str, what: str, info: ServedModel) -> errors.Unimplemente
 
 
 def unknown_model(name: str, available: Sequence[str]) -> errors.NotFound:
-    return errors.NotFound(MESSAGES["unknown_model"].format(value=name, available=", ".join(available)), field="model")
+    return errors.NotFound(MESSAGES["unknown_model"].format(value=quote(name), available=", ".join(available)), field="model")
+
+
+def over_limit(field: str, value: int, limits: LimitsConfig, name: str, unit: str = "characters") -> None:
+    """`value` (a length or a count) must be within `limits.<name>`; the message names that setting."""
+    limit = getattr(limits, name)
+    if value > limit:
+        raise fail("over_limit", field, limit=limit, unit=unit, name=name, value=value)
+
+
+def model_name(name: str, limits: LimitsConfig) -> None:
+    """Checked before any lookup, so a huge name is never echoed or compared."""
+    over_limit("model", len(name), limits, "max_model_name_length")
 
 
 def duplicate_request_id(request_id: str) -> errors.AlreadyExists:
     """Ids are unique among running requests: every layer that keys state by id refuses a second one this way."""
-    return errors.AlreadyExists(MESSAGES["duplicate_id"].format(value=request_id), field="request_id")
+    return errors.AlreadyExists(MESSAGES["duplicate_id"].format(value=quote(request_id)), field="request_id")
 
 
 # -- value ranges: the same for every caller -------------------------------------------------------------------------
@@ -152,6 +168,16 @@ def prompt_field(prompt: Prompt) -> str:
     return next((name for name in ("text", "token_ids", "messages") if getattr(prompt, name)), "prompt")
 
 
+def context_chars(prompt: Prompt, max_model_len: int, per_token: int, source: str) -> None:
+    """Text that cannot fit the context window even at `per_token` characters a token: refused before it is
+    tokenized, which would cost time (on the event loop, or in the engine) that rejecting it afterwards wastes."""
+    chars = len(prompt.text) if prompt.text else sum(len(m.content) for m in prompt.messages or ())
+    limit = max_model_len * per_token
+    if chars > limit:
+        raise fail("context_chars", prompt_field(prompt), value=chars, window=max_model_len, per=per_token,
+                   source=source, limit=limit)
+
+
 def context_exceeded(prompt: Prompt, num_tokens: int, max_model_len: int) -> errors.InvalidArgument:
     message = MESSAGES["context"].format(value=num_tokens, limit=max_model_len)
     return errors.InvalidArgument(message, field=prompt_field(prompt))
@@ -184,12 +210,12 @@ def request_id(value: str, limits: LimitsConfig) -> None:
     if len(value) > limits.max_request_id_length:
         raise fail("too_long", "request_id", limit=limits.max_request_id_length, value=len(value))
     if not REQUEST_ID_RE.fullmatch(value):  # fullmatch: "$" alone lets a trailing "\n" through
-        raise fail("pattern", "request_id", pattern=REQUEST_ID_RE.pattern, value=value[:64])
+        raise fail("pattern", "request_id", pattern=REQUEST_ID_RE.pattern, value=quote(value))
 
 
 def adapter_name(value: str, field: str = "adapter") -> None:
     if not ADAPTER_NAME_RE.fullmatch(value):
-        raise fail("pattern", field, pattern=ADAPTER_NAME_RE.pattern, value=value[:80])
+        raise fail("pattern", field, pattern=ADAPTER_NAME_RE.pattern, value=quote(value))
 
 
 def default_max_tokens(info: ServedModel, limits: LimitsConfig) -> int:
@@ -218,7 +244,7 @@ def prompt_input(prompt: Prompt, limits: LimitsConfig, vocab_size: int) -> None:
         total = 0
         for i, m in enumerate(prompt.messages):
             if m.role not in CHAT_ROLES:
-                raise fail("one_of", f"messages[{i}].role", choices=", ".join(CHAT_ROLES), value=m.role[:32])
+                raise fail("one_of", f"messages[{i}].role", choices=", ".join(CHAT_ROLES), value=quote(m.role))
             total += len(m.content)
         if total > limits.max_prompt_chars:
             raise fail("too_long", "messages", limit=limits.max_prompt_chars, value=total)
@@ -228,6 +254,7 @@ def check_request(request: GenerateRequest, info: ServedModel, limits: LimitsCon
     """Everything the server checks before a request is admitted. `n`: outputs asked for (fanned out later)."""
     caps = info.capabilities
     prompt_input(request.prompt, limits, info.vocab_size)
+    context_chars(request.prompt, info.max_context_length, limits.max_chars_per_token, "limits.max_chars_per_token")
     if request.prompt.messages and not caps.chat_template:
         raise unsupported("messages", "chat messages (the model has no chat template)", info)
     if n > limits.max_n:
@@ -240,6 +267,7 @@ def check_request(request: GenerateRequest, info: ServedModel, limits: LimitsCon
     check_values(request)
     _sampling(request, info, limits)
     _response(request, info, limits)
+    guided_size(request.guided, limits)  # first: a huge constraint is refused unread, whatever the executor
     guided_supported(request, info)
     drafts = request.speculative.num_draft_tokens
     if drafts and caps.speculative and drafts > caps.num_draft_tokens:
@@ -255,17 +283,25 @@ def guided_supported(request: GenerateRequest, info: ServedModel) -> None:
         raise unsupported("tool_choice" if request.tools else f"guided.{guided}", what, info)
 
 
+def guided_size(guided: GuidedDecoding, limits: LimitsConfig, field: str | None = None) -> None:
+    """Small enough to compile: compile time and memory grow with the constraint. `field`: what to name instead of
+    the guided field (a forced tool call's schema comes from `tools`)."""
+    for name in ("json_schema", "regex", "grammar"):
+        text = getattr(guided, name)
+        if text:
+            over_limit(field or f"guided.{name}", len(text), limits, "max_guided_chars")
+    if guided.choice:
+        over_limit(field or "guided.choice", len(guided.choice), limits, "max_guided_choices", "entries")
+        over_limit(field or "guided.choice", sum(map(len, guided.choice)), limits, "max_guided_chars")
+
+
 def _json_object(field: str, text: str) -> None:
     try:
         value = json.loads(text)
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise fail("json_object", field, value=_short(text))
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+        raise fail("json_object", field, value=quote(text))
 
 
 def _tools(request: GenerateRequest, limits: LimitsConfig) -> None:
@@ -277,14 +313,14 @@ def _tools(request: GenerateRequest, limits: LimitsConfig) -> None:
     for i, tool in enumerate(request.tools):
         if not TOOL_NAME_RE.fullmatch(tool.name) or tool.name in TOOL_CHOICES:
             raise fail("pattern", f"tools[{i}].name", pattern=TOOL_NAME_RE.pattern + " (not auto/none/required)",
-                       value=tool.name[:80])
+                       value=quote(tool.name))
         if tool.name in names:
-            raise fail("duplicate", "tools", value=tool.name)
+            raise fail("duplicate", "tools", value=quote(tool.name))
         names.add(tool.name)
         if tool.parameters:
             _json_object(f"tools[{i}].parameters", tool.parameters)
     if request.tool_choice not in TOOL_CHOICES and request.tool_choice not in names:
-        raise errors.InvalidArgument(MESSAGES["tool_choice"].format(value=request.tool_choice[:80]), field="tool_choice")
+        raise errors.InvalidArgument(MESSAGES["tool_choice"].format(value=quote(request.tool_choice)), field="tool_choice")
     for i, m in enumerate(request.prompt.messages or ()):
         for j, call in enumerate(m.tool_calls):
             _json_object(f"messages[{i}].tool_calls[{j}].arguments", call.arguments)

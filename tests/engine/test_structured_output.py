@@ -144,6 +144,9 @@ def test_a_stop_token_the_grammar_completes_with_ends_the_output_even_with_min_t
         (GuidedDecoding(json_schema="{not json"), "guided.json_schema", ""),
         (GuidedDecoding(regex="([a-z]"), "guided.regex", "parenthesis"),
         (GuidedDecoding(grammar='root ::= "a" |'), "guided.grammar", "EBNF"),
+        # Compiled by xgrammar without complaint, but nothing can ever match: refused before the first step.
+        (GuidedDecoding(regex=r"[^\x00-\U0010FFFF]"), "guided.regex", "matches no text"),
+        (GuidedDecoding(grammar='root ::= root "a"'), "guided.grammar", "matches no text"),
     ],
 )
 def test_bad_constraints_are_invalid_argument_with_the_reason(guided, field, reason):
@@ -165,7 +168,7 @@ def test_compiled_grammars_are_cached_by_constraint():
 
 
 def test_choice_grammar_escapes_literals():
-    assert choice_grammar(['a"b', "c\\d", "e\nf"]) == 'root ::= "a\\"b" | "c\\\\d" | "e\\nf"'
+    assert choice_grammar(['a"b', "c\\d", "e\nf", "\x00|"]) == 'root ::= "a\\"b" | "c\\\\d" | "e\\x0af" | "\\x00|"'
 
 
 def test_opting_out_of_speculation_still_guides(tokenizer):
@@ -177,8 +180,8 @@ def test_opting_out_of_speculation_still_guides(tokenizer):
 
 
 def test_a_grammar_dead_end_fails_only_that_request():
-    """If a grammar ever refuses the sampled token, that sequence ends with ERROR (an Internal error), the engine
-    and the rest of the batch go on."""
+    """If a grammar ever refuses the sampled token, that sequence ends with ERROR (INVALID_ARGUMENT naming the
+    constraint: it left no token to pick), the engine and the rest of the batch go on."""
     from trt_gateway.engine.sequence import SampledToken, Sequence
 
     class Refusing:  # the matcher surface Sequence uses
@@ -188,8 +191,10 @@ def test_a_grammar_dead_end_fails_only_that_request():
         def accept_token(self, token: int) -> bool:
             return False
 
-    seq = Sequence(make_request("r"), [5, 6], arrival_index=0, eos_token_ids=(2,), seed=0)
+    request = dataclasses.replace(make_request("r"), guided=GuidedDecoding(grammar='root ::= "a"'))
+    seq = Sequence(request, [5, 6], arrival_index=0, eos_token_ids=(2,), seed=0)
     seq.grammar = Refusing()
     seq.append(SampledToken(9))
     assert seq.check_stop(max_model_len=100) is FinishReason.ERROR
-    assert isinstance(seq.error, errors.Internal) and "allows no token" in seq.error.message
+    assert isinstance(seq.error, errors.InvalidArgument) and "allows no token" in seq.error.message
+    assert seq.error.field == "guided.grammar"

@@ -2,15 +2,16 @@
 adapters and `stats()`. Nothing above it touches the `LLMEngine`, which its own thread owns.
 
 One request, as numbered steps:
-1. `InputProcessor` turns it into an `EngineRequest`: tokenized on the loop, then checked, grammar compiled and
-   adapter pinned (in a worker thread when a compile or a file read may block);
+1. `InputProcessor` turns it into an `EngineRequest`: tokenized and checked in a worker thread, its grammar compiled
+   in the grammar backend's threads (within a time budget), its adapter pinned in a worker thread. Nothing that
+   grows with the input runs on the event loop, which every other stream and the health checks share;
 2. the engine thread picks it up, `LLMEngine.add`s it and loops schedule -> run -> postprocess;
 3. `OutputProcessor` turns each `StepOutput` into a `TokenDelta` in that thread; one step's deltas reach the loop in
    a single `call_soon_threadsafe`, each into its request's own queue, which `generate` drains.
 
 Cancellation: closing or cancelling `generate` (a client gone, a deadline) aborts the request in the engine, which
-frees its KV blocks and its adapter at the next step; a request cancelled while its pin is being taken releases the
-pin when the worker thread finishes.
+frees its KV blocks and its adapter at the next step; a request cancelled while its grammar waits to compile drops
+the compile; one cancelled while its pin is being taken releases the pin when the worker thread finishes.
 
 Failure model (vLLM v1's): an exception from `step()` kills the engine. Every waiting request gets `EngineDead`
 (UNAVAILABLE) and `dead` turns True, so the server exits for its supervisor. A per-request failure
@@ -30,7 +31,7 @@ from typing import Any
 from trt_gateway import errors, validation
 from trt_gateway.engine import structured_output
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
-from trt_gateway.engine.input_processor import EngineRequest, InputProcessor
+from trt_gateway.engine.input_processor import EngineRequest, InputProcessor, input_size
 from trt_gateway.engine.llm_engine import LLMEngine, StepOutput
 from trt_gateway.engine.output_processor import OutputProcessor, OutputState
 from trt_gateway.engine.stats import EngineStats
@@ -148,6 +149,10 @@ class AsyncEngine:
             self._cv.notify()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        if self.engine is not None:
+            self.engine.structured.shutdown()
+        if self._inputs is not None:
+            self._inputs.shutdown()
         for state in list(self._requests.values()):
             state.queue.put_nowait(errors.Unavailable("the engine is shutting down"))
 
@@ -164,11 +169,7 @@ class AsyncEngine:
         rid = request.request_id
         if rid in self._requests:
             raise validation.duplicate_request_id(rid)
-        ids = inputs.prompt_ids(request)
-        if inputs.blocks(request):
-            prepared = await _off_loop(inputs.prepare, request, ids)
-        else:
-            prepared = inputs.prepare(request, ids)
+        prepared = await _prepare(inputs, request)
         if rid in self._requests:  # taken while this one was being prepared
             prepared.release()
             raise validation.duplicate_request_id(rid)
@@ -211,7 +212,9 @@ class AsyncEngine:
         self, *, text: str | None = None, messages: Sequence[ChatMessage] | None = None, add_special_tokens: bool = True
     ) -> list[int]:
         inputs = self._started()
-        return inputs.render(messages) if messages else inputs.encode(text or "", add_special_tokens)
+        if messages:  # a chat template is Python (jinja): in a thread it shares the GIL, but in 5 ms slices
+            return await inputs.in_thread(input_size(messages=messages), inputs.render, messages)
+        return await inputs.in_thread(input_size(text), inputs.encode, text or "", add_special_tokens)
 
     # -- adapters (event loop; file reads in worker threads) ------------------------------------------------------
 
@@ -320,9 +323,19 @@ class AsyncEngine:
             state.queue.put_nowait(error)
 
 
-async def _off_loop(prepare: Any, request: GenerateRequest, ids: list[int]) -> EngineRequest:
-    """`prepare` in a worker thread. If the caller is cancelled meanwhile, the pin is released when it finishes."""
-    running = asyncio.ensure_future(asyncio.to_thread(prepare, request, ids))
+async def _prepare(inputs: InputProcessor, request: GenerateRequest) -> EngineRequest:
+    """The three input stages (input_processor.py), none of them on the event loop."""
+    p = request.prompt
+    ids = await inputs.in_thread(input_size(p.text, p.messages, p.token_ids), inputs.checked_ids, request)
+    grammar = await inputs.structured.compile_async(request.guided) if request.guided.kind is not None else None
+    if request.adapter is None:
+        return EngineRequest(request, ids, grammar)
+    return await _pin(inputs, request, ids, grammar)
+
+
+async def _pin(inputs: InputProcessor, request: GenerateRequest, ids: list[int], grammar: Any) -> EngineRequest:
+    """`pin` in a worker thread. If the caller is cancelled meanwhile, the pin is released when it finishes."""
+    running = asyncio.ensure_future(asyncio.to_thread(inputs.pin, request, ids, grammar))
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:

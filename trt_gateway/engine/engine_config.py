@@ -71,6 +71,10 @@ class EngineConfig:
     speculative_max_batch: int = 8  # no drafting while more sequences than this run: a full batch is compute-bound
     ngram_max: int = 4  # prompt lookup matches the last ngram_max .. ngram_min tokens, longest first
     ngram_min: int = 2
+    # Guided decoding: a constraint must compile within this budget (counted from submission, so waiting behind
+    # other compiles counts) in this many dedicated threads; see structured_output.py.
+    guided_compile_timeout_s: float = 10.0
+    guided_compile_threads: int = 2
 
     def __post_init__(self) -> None:
         base_device = self.device.split(":", 1)[0]
@@ -114,6 +118,10 @@ class EngineConfig:
             )
         if self.max_top_logprobs < 0:
             raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")
+        if not self.guided_compile_timeout_s > 0:
+            raise EngineConfigError(f"must be > 0, got {self.guided_compile_timeout_s}", field="guided_compile_timeout_s")
+        if self.guided_compile_threads < 1:
+            raise EngineConfigError(f"must be >= 1, got {self.guided_compile_threads}", field="guided_compile_threads")
 
     def for_device(self, device_type: str) -> EngineConfig:
         """This config with the batch limits left at 0 set to the device's defaults."""

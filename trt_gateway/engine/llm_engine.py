@@ -144,7 +144,11 @@ class LLMEngine:
         self._arrivals = 0
         self._rng = random.Random(config.seed)
         self.structured = GrammarBackend(
-            Path(config.model) / "tokenizer.json", self.model_config.vocab_size, self.eos_token_ids
+            Path(config.model) / "tokenizer.json",
+            self.model_config.vocab_size,
+            self.eos_token_ids,
+            compile_timeout_s=config.guided_compile_timeout_s,
+            compile_threads=config.guided_compile_threads,
         )
         now = time.monotonic()
         logger.info(

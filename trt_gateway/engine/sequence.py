@@ -139,8 +139,11 @@ class Sequence:
             # Sampling only picks allowed tokens, so a refusal means the grammar left no token to pick: fail this
             # request alone (check_stop ends it), never the engine.
             if not self.grammar.accept_token(sample.token_id):
-                self.error = errors.Internal(
-                    f"guided decoding reached a state its grammar allows no token from (token {sample.token_id})"
+                kind = self.request.guided.kind
+                self.error = errors.InvalidArgument(  # the constraint's fault (compile checks only its start)
+                    f"guided.{kind}: the constraint allows no token after {self.num_output_tokens} output tokens "
+                    "(a rule that never ends?)",
+                    field=f"guided.{kind}",
                 )
         if self.request.response.logprobs or self.request.response.top_logprobs:
             self.logprobs.append(sample)

@@ -13,10 +13,18 @@ the rows after it are never used.
 
 xgrammar (and the transformers tokenizer wrapper it reads vocabularies through) is imported on first use, so an
 engine that never sees a guided request does not pay for it.
+
+Cost: a compile can take seconds (thousands of choices, a big schema), so `compile_async` runs it in the backend's
+own few threads, never the event loop's default pool nor the engine thread: xgrammar releases the GIL while it
+compiles, and the threads run at a lower CPU priority, so plain requests keep their pace. Each compile has a time
+budget counted from submission; a caller that gives up (its client went away, the budget ran out) drops a compile
+that has not started. One that has started cannot be interrupted: it finishes into xgrammar's cache, which is why
+the server bounds the size of every constraint (`limits.max_guided_*`) before it gets here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import Sequence as SequenceOf
@@ -26,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trt_gateway import errors
+from trt_gateway.engine import background
 from trt_gateway.types import GuidedDecoding
 
 if TYPE_CHECKING:
@@ -45,12 +54,49 @@ def available() -> bool:
 class GrammarBackend:
     """Compiles constraints for one tokenizer and vocabulary size. Thread-safe: compile() runs in worker threads."""
 
-    def __init__(self, tokenizer_file: Path, vocab_size: int, stop_token_ids: SequenceOf[int]) -> None:
+    def __init__(
+        self,
+        tokenizer_file: Path,
+        vocab_size: int,
+        stop_token_ids: SequenceOf[int],
+        *,
+        compile_timeout_s: float = 10.0,
+        compile_threads: int = 2,
+    ) -> None:
         self._tokenizer_file = tokenizer_file
         self.vocab_size = vocab_size
         self._stop_token_ids = list(stop_token_ids)
         self._compiler: Any = None
         self._lock = threading.Lock()
+        self.compile_timeout_s = compile_timeout_s
+        self._pool = background.pool(compile_threads, "trt-gateway-grammar")
+        self.submitted = 0  # compiles asked of the pool, and those it started: the difference was dropped or waits
+        self.started = 0
+
+    async def compile_async(self, guided: GuidedDecoding) -> Any:
+        """`compile` in the backend's threads within the time budget. Cancelling the caller (or running out of
+        budget) drops the compile if it has not started. Raises ResourceExhausted when the budget runs out."""
+        self.submitted += 1
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self._compile_started, guided)
+        try:
+            return await asyncio.wait_for(future, self.compile_timeout_s)
+        except TimeoutError:
+            # Not INVALID_ARGUMENT: the budget covers the wait behind other compiles, and a compile that started goes
+            # on into the cache, so the same request sent again later may well succeed (the table makes it retryable).
+            raise errors.ResourceExhausted(
+                f"guided.{guided.kind}: the constraint did not compile within {self.compile_timeout_s:g} s "
+                "(executor.options.guided_compile_timeout_s); a smaller constraint compiles faster",
+                field=f"guided.{guided.kind}",
+                retry_after_s=self.compile_timeout_s,
+            ) from None
+
+    def _compile_started(self, guided: GuidedDecoding) -> Any:
+        with self._lock:
+            self.started += 1
+        return self.compile(guided)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _get_compiler(self) -> Any:
         with self._lock:
@@ -81,14 +127,32 @@ class GrammarBackend:
                 assert guided.json_schema is not None
                 # Strict keeps to the schema (no extra properties); compact separators stop tiny models from
                 # wandering off into whitespace, while any_whitespace=False keeps the output parseable either way.
-                return compiler.compile_json_schema(guided.json_schema, any_whitespace=False, strict_mode=True)
-            if kind == "regex":
-                return compiler.compile_regex(guided.regex)
-            if kind == "grammar":
-                return compiler.compile_grammar(guided.grammar)
-            return compiler.compile_grammar(choice_grammar(guided.choice))
-        except RuntimeError as exc:
+                compiled = compiler.compile_json_schema(guided.json_schema, any_whitespace=False, strict_mode=True)
+            elif kind == "regex":
+                compiled = compiler.compile_regex(guided.regex)
+            elif kind == "grammar":
+                compiled = compiler.compile_grammar(guided.grammar)
+            else:
+                compiled = compiler.compile_grammar(choice_grammar(guided.choice))
+        # RuntimeError: xgrammar's parse errors; ValueError: text it cannot take (a lone surrogate from JSON).
+        except (RuntimeError, ValueError) as exc:
             raise errors.InvalidArgument(f"guided.{kind}: {_reason(exc)}", field=f"guided.{kind}") from exc
+        if not self._allows_a_token(compiled):
+            # xgrammar compiles an empty character class or a rule that only refers to itself without complaint;
+            # the first decoding step would then have no token to pick.
+            raise errors.InvalidArgument(
+                f"guided.{kind}: the constraint matches no text at all (an empty character class, or a rule that "
+                "never ends, such as a left-recursive one?)",
+                field=f"guided.{kind}",
+            )
+        return compiled
+
+    def _allows_a_token(self, compiled: Any) -> bool:
+        import xgrammar as xgr
+
+        bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
+        self.matcher(compiled).fill_next_token_bitmask(bitmask, 0)
+        return bool(bitmask.any())
 
     def matcher(self, compiled: Any) -> Any:
         import xgrammar as xgr
@@ -102,18 +166,22 @@ def choice_grammar(choices: SequenceOf[str]) -> str:
 
 
 def _ebnf_literal(text: str) -> str:
-    escaped = (
-        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    )
-    return f'"{escaped}"'
+    """An EBNF string literal of `text`: backslash and quote escaped, control characters (NUL included) as \\xNN,
+    everything else as is (xgrammar reads literals as UTF-8)."""
+    return '"' + "".join(_EBNF_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                         for c in text) + '"'
+
+
+_EBNF_ESCAPES = {"\\": "\\\\", '"': '\\"'}
 
 
 _LOG_PREFIX = re.compile(r"^\[[\d:]+\] [^:]+:\d+: ")
 
 
 def _reason(exc: BaseException) -> str:
-    """xgrammar's message without its C++ source location prefix."""
-    return _LOG_PREFIX.sub("", str(exc).strip()).strip() or type(exc).__name__
+    """xgrammar's message without its C++ source location prefix, cut short: it may quote the constraint."""
+    return errors.cut(_LOG_PREFIX.sub("", str(exc).strip()).strip() or type(exc).__name__, 400)
+
 
 
 def fill_bitmask(

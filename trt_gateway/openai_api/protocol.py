@@ -19,6 +19,7 @@ from typing import Any
 
 from trt_gateway import errors
 from trt_gateway import types as t
+from trt_gateway.errors import quote
 
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "skip_special_tokens",
                      "spaces_between_special_tokens"})
@@ -198,7 +199,7 @@ def _message(i: int, m: Any) -> t.ChatMessage:
         raise _fail(f"messages[{i}]", "must be an object with role and content")
     role = m.get("role")
     if role not in CHAT_ROLES:
-        raise _fail(f"messages[{i}].role", f"must be one of {', '.join(CHAT_ROLES)}, got {str(role)[:32]!r}")
+        raise _fail(f"messages[{i}].role", f"must be one of {', '.join(CHAT_ROLES)}, got {quote(str(role))}")
     calls = tuple(_tool_call(f"messages[{i}].tool_calls[{j}]", c) for j, c in enumerate(m.get("tool_calls") or ()))
     call_id = m.get("tool_call_id") or ""
     if not isinstance(call_id, str):
@@ -260,7 +261,7 @@ def _guided(b: _Body) -> t.GuidedDecoding:
             raise _fail("response_format", "json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}")
         schema = spec["schema"]
     elif kind != "text":
-        raise _fail("response_format", f"type must be text, json_object or json_schema, got {str(kind)[:32]!r}")
+        raise _fail("response_format", f"type must be text, json_object or json_schema, got {quote(str(kind))}")
     choice = b.get("guided_choice", list, [])
     if not all(isinstance(c, str) for c in choice):
         raise _fail("guided_choice", "must be a list of strings")

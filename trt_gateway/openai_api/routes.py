@@ -211,6 +211,7 @@ class _Api:
         if name is not None and not isinstance(name, str):
             raise errors.InvalidArgument("model: must be a string", field="model")
         name = name or ""
+        validation.model_name(name, self.gateway.limits)
         if not self.gateway.models or name in self.gateway.models or not name:
             return self.gateway.model(name, caller), None
         for info in self.gateway.visible_models(caller):

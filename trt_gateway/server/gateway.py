@@ -76,6 +76,7 @@ class Gateway:
     def model(self, name: str, caller: Caller | None = None) -> ServedModel:
         """The served model called `name` ("" = the default), if the caller's key may use it: its scope is checked
         before existence and only the models it may use are listed, so a key learns nothing of the others."""
+        validation.model_name(name, self.limits)
         if not self.models:
             raise errors.Unavailable("the server is starting: models are loading")
         if caller is not None:
@@ -110,6 +111,7 @@ class Gateway:
         constrained = tool_calls.constrain(request)
         if constrained is not request:
             validation.guided_supported(constrained, info)
+            validation.guided_size(constrained.guided, self.limits, "tools")
         return dataclasses.replace(constrained, request_id=caller.owned_id(request.request_id))
 
     def start(
