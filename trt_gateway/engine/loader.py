@@ -71,6 +71,8 @@ def kernels_usable(device: torch.device, cfg: ModelConfig) -> bool:
     head_dim = cfg.head_dim
     if device.type != "cuda" or head_dim < 16 or head_dim & (head_dim - 1):
         return False
+    if cfg.attn_logit_softcap is not None:  # Gemma2: the attention kernels have no soft-capping
+        return False
     from trt_gateway.engine import kernels
 
     return kernels.available()
@@ -120,7 +122,7 @@ def _dummy_model(
             continue
         tensor = torch.empty(meta.shape, dtype=dtype, device=device)
         if name.endswith("norm.weight"):
-            tensor.fill_(1.0)
+            tensor.fill_(0.0 if cfg.gemma_norms else 1.0)  # Gemma scales by 1 + weight
         elif name.endswith(".bias"):
             tensor.zero_()
         else:
