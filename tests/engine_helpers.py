@@ -51,7 +51,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         dict(num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True),
     ),
     # Gemma: (1 + weight) norms, embeddings times sqrt(hidden), GeGLU (tanh GELU), MQA, head_dim 32 != 64 / 4.
-    "gemma": ("Gemma", dict(num_attention_heads=4, num_key_value_heads=1, head_dim=32)),
+    # Untied here (real Gemmas tie, a path qwen2/qwen3 cover): a tiny random model whose lm_head is its scaled
+    # embedding only ever predicts its input token again, which would make weak golden tests.
+    "gemma": ("Gemma", dict(num_attention_heads=4, num_key_value_heads=1, head_dim=32, tie_word_embeddings=False)),
     # Gemma2: also norms after attention and MLP, soft-capped scores and logits (small caps, so they bite on this
     # tiny model), query_pre_attn_scalar != head_dim, and layer 0 slides (window 8) while layer 1 sees everything.
     "gemma2": (
@@ -64,6 +66,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             query_pre_attn_scalar=24,
             attn_logit_softcapping=2.0,
             final_logit_softcapping=4.0,
+            tie_word_embeddings=False,
         ),
     ),
 }
