@@ -154,8 +154,9 @@ class LlamaModel(nn.Module):
     ) -> torch.Tensor:
         """input_ids, positions: [T] -> hidden states [T, hidden] (after the final norm)"""
         x = self.embed_tokens(input_ids)
-        if self.embed_scale is not None:  # Gemma: rounded to the activation dtype first, as HF does
-            x = x * torch.tensor(self.embed_scale, dtype=x.dtype)
+        if self.embed_scale is not None:  # Gemma: the scale rounded to the activation dtype first, as HF does; a
+            # Python number, not a tensor, so a CUDA graph capture has nothing to copy to the device
+            x = x * float(torch.tensor(self.embed_scale, dtype=x.dtype))
         residual = None
         for layer in self.layers:
             x, residual = layer(positions, x, residual, meta, lora)
