@@ -43,7 +43,35 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # Mistral with a window larger than the context: full attention is exact there.
     "mistral": ("Mistral", dict(num_attention_heads=4, num_key_value_heads=1, sliding_window=512)),
+    # Mistral whose window (8 tokens, two blocks of 4) is far shorter than the golden prompts: the window matters.
+    "mistral_swa": ("Mistral", dict(num_attention_heads=4, num_key_value_heads=2, sliding_window=8)),
+    # Qwen3: per-head q/k RMSNorm before RoPE, no biases, tied embeddings, head_dim != hidden / heads.
+    "qwen3": (
+        "Qwen3",
+        dict(num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True),
+    ),
+    # Gemma: (1 + weight) norms, embeddings times sqrt(hidden), GeGLU (tanh GELU), MQA, head_dim 32 != 64 / 4.
+    # Untied here (real Gemmas tie, a path qwen2/qwen3 cover): a tiny random model whose lm_head is its scaled
+    # embedding only ever predicts its input token again, which would make weak golden tests.
+    "gemma": ("Gemma", dict(num_attention_heads=4, num_key_value_heads=1, head_dim=32, tie_word_embeddings=False)),
+    # Gemma2: also norms after attention and MLP, soft-capped scores and logits (small caps, so they bite on this
+    # tiny model), query_pre_attn_scalar != head_dim, and layer 0 slides (window 8) while layer 1 sees everything.
+    "gemma2": (
+        "Gemma2",
+        dict(
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=8,
+            query_pre_attn_scalar=24,
+            attn_logit_softcapping=2.0,
+            final_logit_softcapping=4.0,
+            tie_word_embeddings=False,
+        ),
+    ),
 }
+# Kinds whose norm weights HF initialises to a constant: perturbed so that a wrong norm formula shows.
+_PERTURBED_NORMS = ("qwen3", "gemma", "gemma2")
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,11 @@ def build_hf_model(kind: str, **overrides: Any) -> torch.nn.Module:
             for layer in model.model.layers:
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                     proj.bias.normal_(0, 0.1)
+    if kind in _PERTURBED_NORMS:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    param.add_(torch.randn_like(param) * 0.2)
     return model
 
 

@@ -194,6 +194,7 @@ def test_kernels_only_where_they_apply():
     assert not kernels_usable(torch.device("cpu"), cfg(128))
     cuda = torch.device("cuda")
     assert not kernels_usable(cuda, cfg(80)) and not kernels_usable(cuda, cfg(8))  # the torch paths serve these
+    assert not kernels_usable(cuda, cfg(256))  # Gemma's head size: never run through the kernels' tiles on a GPU
     from trt_gateway.engine import kernels
 
     assert kernels_usable(cuda, cfg(128)) == kernels.available()

@@ -61,7 +61,7 @@ direct = pytest.mark.skipif(not DIRECT, reason="runs in the interpreter child (t
 
 # How many tests the child must pass: a child that silently skips or collects nothing cannot pass the wrapper.
 # Update it when adding a case.
-KERNEL_CASES = 37
+KERNEL_CASES = 41
 
 
 @pytest.mark.skipif(DIRECT, reason="the kernel tests run directly")
@@ -190,6 +190,18 @@ def test_decode_strided_q_and_empty_context():
 
 
 @direct
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_decode_sliding_window_matches_the_torch_path(num_splits):
+    """Only the last `window` keys of each context: shorter, equal and longer contexts, split or not."""
+    gen = torch.Generator().manual_seed(21 + num_splits)
+    q, k, v, tables, ctx = decode_case(gen, 8, 2, 32, 4, [1, 9, 20, 21, 70], torch.float32)
+    want = decode_attention(q, k, v, tables, ctx, 0.2, window=20)
+    assert not torch.allclose(want[-1], decode_attention(q, k, v, tables, ctx, 0.2)[-1])  # the window matters
+    got = paged_decode_attention(q, k, v, tables, ctx, 0.2, block_n=16, num_splits=num_splits, window=20)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@direct
 def test_decode_edge_cases():
     gen = torch.Generator().manual_seed(3)
     q, k, v, tables, ctx = decode_case(gen, 4, 2, 32, 16, [4], torch.float32)
@@ -217,7 +229,7 @@ def prefill_case(gen, heads, kv_heads, head_dim, block_size, chunks, dtype):
     return q, k_cache, v_cache, tables, query_start, torch.tensor(lens, device=DEVICE)
 
 
-def prefill_reference(q, k_cache, v_cache, tables, chunks, scale):
+def prefill_reference(q, k_cache, v_cache, tables, chunks, scale, window=None):
     """The torch path, chunk by chunk. A fresh prompt (nothing cached) goes through its own causal branch, fed the
     chunk's K/V as the caller would (the same rows that sit in the cache)."""
     block_size = k_cache.shape[1]
@@ -230,10 +242,10 @@ def prefill_reference(q, k_cache, v_cache, tables, chunks, scale):
             k = k_cache[table].flatten(0, 1)[:ctx]
             v = v_cache[table].flatten(0, 1)[:ctx]
             span = PrefillSpan(start, n, ctx, None)
-            outs.append(prefill_attention(q[rows], k, v, k_cache, v_cache, span, scale))
+            outs.append(prefill_attention(q[rows], k, v, k_cache, v_cache, span, scale, window))
         else:
             span = PrefillSpan(start, n, ctx, table)
-            outs.append(prefill_attention(q[rows], None, None, k_cache, v_cache, span, scale))
+            outs.append(prefill_attention(q[rows], None, None, k_cache, v_cache, span, scale, window))
         start += n
     return torch.cat(outs)
 
@@ -287,6 +299,21 @@ def test_prefill_half_precision():
     got = paged_prefill_attention(q, k, v, tables, query_start, ctx, 19, 32**-0.5, block_n=16)
     assert got.dtype == HALF
     torch.testing.assert_close(got.float(), want, atol=HALF_ATTN_TOL, rtol=HALF_ATTN_TOL)
+
+
+@direct
+@pytest.mark.parametrize("window, block_m", [(7, 4), (20, None)])
+def test_prefill_sliding_window_matches_the_torch_path(window, block_m):
+    """Windows shorter than a key tile and longer than one, over fresh prompts, chunks after a cache and 1-token
+    chunks: rows whose window starts past a whole tile must not turn NaN."""
+    gen = torch.Generator().manual_seed(window)
+    q, k, v, tables, query_start, ctx = prefill_case(gen, 8, 2, 32, 4, MIXED, torch.float32)
+    want = prefill_reference(q, k, v, tables, MIXED, 0.2, window=window)
+    max_len = max(n for _, n in MIXED)
+    got = paged_prefill_attention(
+        q, k, v, tables, query_start, ctx, max_len, 0.2, block_m=block_m, block_n=16, window=window
+    )
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @direct

@@ -1,5 +1,6 @@
 """Start-up checks: config parsing, RoPE frequencies against HF, and clear errors for checkpoints the engine
-cannot run (architecture, RoPE type, sliding window, missing/misshapen/unexpected weights, bad engine config)."""
+cannot run (architecture, RoPE type, activation, layer types, missing/misshapen/unexpected weights, bad engine
+config); which layers slide and what each family reads."""
 
 from __future__ import annotations
 
@@ -82,6 +83,13 @@ def test_eos_ids_merge_config_and_generation_config():
         ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}, "config.json:rope_scaling", "'dynamic'"),
         ({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}, "config.json:rope_scaling", "low_freq_factor"),
         ({"hidden_act": "gelu"}, "config.json:hidden_act", "gelu"),
+        (
+            {"architectures": ["Gemma2ForCausalLM"], "hidden_activation": "relu"},
+            "config.json:hidden_activation",
+            "relu",
+        ),
+        ({"sliding_window": 8, "layer_types": ["chunked_attention"]}, "config.json:layer_types", "chunked_attention"),
+        ({"sliding_window": -3}, "config.json:sliding_window", "positive"),
         ({"num_key_value_heads": 3}, "config.json:num_key_value_heads", "multiple"),
         ({"quantization_config": {"quant_method": "awq"}}, "config.json:quantization_config", "quantized"),
     ],
@@ -145,13 +153,59 @@ def test_no_safetensors_is_refused(checkpoint_copy):
         make_engine(checkpoint_copy)
 
 
-def test_sliding_window_shorter_than_the_context_is_refused(tmp_path):
+def test_sliding_window_shorter_than_the_context_is_served_in_full(tmp_path):
+    # Before sliding windows were implemented, such a model was capped at max_model_len <= window.
     model = build_hf_model("mistral", sliding_window=32)
     model.save_pretrained(tmp_path)
-    with pytest.raises(EngineConfigError, match="sliding-window") as exc:
-        make_engine(tmp_path)
-    assert exc.value.field == "max_model_len"
-    assert make_engine(tmp_path, max_model_len=32).max_model_len == 32  # within the window it is exact
+    engine = make_engine(tmp_path)
+    assert engine.max_model_len == 256
+    windows = [layer.shape.window for layer in engine.model_runner.model.attention_layers()]
+    assert windows == [32, 32]
+
+
+@pytest.mark.parametrize(
+    ("change", "windows"),
+    [
+        ({"architectures": ["MistralForCausalLM"], "sliding_window": 8}, (8, 8, 8, 8)),
+        ({"architectures": ["MistralForCausalLM"], "sliding_window": None}, (None,) * 4),
+        # transformers v5 lists each layer's kind
+        ({"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"] * 2}, (8, None, 8, None)),
+        ({"sliding_window": 8, "layer_types": ["full_attention"] * 4}, (None,) * 4),
+        # Qwen without layer_types: only with use_sliding_window, from max_window_layers on
+        ({"architectures": ["Qwen2ForCausalLM"], "sliding_window": 8}, (None,) * 4),
+        (
+            {
+                "architectures": ["Qwen3ForCausalLM"],
+                "sliding_window": 8,
+                "use_sliding_window": True,
+                "max_window_layers": 2,
+            },
+            (None, None, 8, 8),
+        ),  # fmt: skip
+        # Gemma2 without layer_types: even layers slide
+        ({"architectures": ["Gemma2ForCausalLM"], "sliding_window": 8}, (8, None, 8, None)),
+    ],
+)
+def test_sliding_window_layers(change, windows):
+    cfg = parse_model_config({**BASE, "num_hidden_layers": 4, **change})
+    assert tuple(cfg.window_of(i) for i in range(4)) == windows
+
+
+def test_family_options_are_read():
+    qwen3 = parse_model_config({**BASE, "architectures": ["Qwen3ForCausalLM"], "attention_bias": True})
+    assert (qwen3.qk_norm, qwen3.qkv_bias, qwen3.o_bias, qwen3.gemma_norms) == (True, True, True, False)
+    gemma = parse_model_config({**BASE, "architectures": ["GemmaForCausalLM"], "hidden_act": "gelu", "head_dim": 8})
+    assert (gemma.hidden_act, gemma.gemma_norms, gemma.embed_scale, gemma.head_dim) == (
+        "gelu_pytorch_tanh",
+        True,
+        4.0,
+        8,
+    )
+    gemma2 = parse_model_config(
+        {**BASE, "architectures": ["Gemma2ForCausalLM"], "query_pre_attn_scalar": 64, "final_logit_softcapping": 30.0}
+    )
+    assert (gemma2.sandwich_norms, gemma2.attention_scale, gemma2.final_logit_softcap) == (True, 0.125, 30.0)
+    assert gemma2.attn_logit_softcap is None and gemma2.hidden_act == "gelu_pytorch_tanh"
 
 
 def test_a_chosen_max_model_len_the_kv_budget_cannot_hold_is_refused(llama):
@@ -203,5 +257,11 @@ def test_config_json_without_supported_architecture_fails_at_start(checkpoint_co
     config = json.loads((checkpoint_copy / "config.json").read_text())
     config["architectures"] = ["FalconForCausalLM"]
     (checkpoint_copy / "config.json").write_text(json.dumps(config))
-    with pytest.raises(EngineConfigError, match="FalconForCausalLM"):
+    with pytest.raises(EngineConfigError, match="FalconForCausalLM") as exc:
         make_engine(checkpoint_copy)
+    # one error naming the architecture and listing every supported one
+    assert exc.value.field == "config.json:architectures"
+    assert str(exc.value).endswith(
+        "supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, GemmaForCausalLM, "
+        "Gemma2ForCausalLM"
+    )

@@ -4,9 +4,10 @@ print the worst difference, fail beyond a stated tolerance)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
-from engine_helpers import Checkpoint, DeviceCase, make_request
+from engine_helpers import Checkpoint, DeviceCase, make_request, tokens_of
 
 from trt_gateway.engine import LLMEngine
 from trt_gateway.engine.scheduler import ScheduledSeq
@@ -89,3 +90,51 @@ def engine_logits(engine: LLMEngine, token_ids: list[int], chunks: list[int]) ->
     finally:
         bm.deallocate(seq)
     return torch.cat(rows)
+
+
+def save_peft_adapter(base: torch.nn.Module, path: Path, seed: int, **lora_kwargs) -> torch.nn.Module:
+    """A PEFT LoRA on a copy of `base` with random A and B (init_lora_weights=False), saved to `path`."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(init_lora_weights=False, lora_dropout=0.0, **lora_kwargs)
+    model = get_peft_model(copy.deepcopy(base), config).eval()
+    with torch.no_grad():  # nn.Linear's default init gives B ~ U(+-1/sqrt(r)): scale it so outputs stay sensible
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(0.5)
+    model.save_pretrained(path)
+    return model
+
+
+@torch.inference_mode()
+def peft_greedy(model: torch.nn.Module, prompt: list[int], max_new_tokens: int) -> tuple[list[int], torch.Tensor]:
+    out = model.generate(
+        input_ids=torch.tensor([prompt]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    return out.sequences[0, len(prompt) :].tolist(), torch.cat([x.float() for x in out.logits])
+
+
+def check_against_hf(ckpt, case, engine_outputs, request_prompts, max_tokens, check_logprobs=False):
+    for rid, prompt in request_prompts.items():
+        outs = engine_outputs[rid]
+        want, want_logits = hf_greedy(ckpt, case, prompt, max_tokens)
+        got = tokens_of(outs)
+        assert_same_greedy(got, want, want_logits, case.tie_gap, f"{ckpt.name}/{rid}")
+        assert outs[-1].finished and outs[-1].usage.completion_tokens == len(got)
+        if check_logprobs and got == want:
+            logprobs = [lp for out in outs for lp in out.logprobs]
+            ref = want_logits.log_softmax(-1)
+            got_lp = torch.tensor([lp.logprob for lp in logprobs])
+            assert_close(
+                got_lp,
+                ref[torch.arange(len(want)), torch.tensor(want)],
+                case.logits_atol,
+                f"{ckpt.name}/{rid} chosen-token logprobs",
+            )
+            got_top = torch.tensor([[v for _, v in lp.top] for lp in logprobs])
+            assert_close(got_top, ref.topk(5, dim=-1).values, case.logits_atol, f"{ckpt.name}/{rid} top-5 logprobs")

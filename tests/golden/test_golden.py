@@ -12,32 +12,10 @@ Each comparison prints its worst difference (run with -s to see them).
 from __future__ import annotations
 
 import pytest
-import torch
-from engine_golden import assert_close, assert_same_greedy, engine_logits, hf_greedy, hf_logits
+from engine_golden import assert_close, check_against_hf, engine_logits, hf_logits
 from engine_helpers import VARIANTS, make_engine, make_request, prompts, run_until_done, tokens_of
 
 KINDS = list(VARIANTS)
-
-
-def check_against_hf(ckpt, case, engine_outputs, request_prompts, max_tokens, check_logprobs=False):
-    for rid, prompt in request_prompts.items():
-        outs = engine_outputs[rid]
-        want, want_logits = hf_greedy(ckpt, case, prompt, max_tokens)
-        got = tokens_of(outs)
-        assert_same_greedy(got, want, want_logits, case.tie_gap, f"{ckpt.name}/{rid}")
-        assert outs[-1].finished and outs[-1].usage.completion_tokens == len(got)
-        if check_logprobs and got == want:
-            logprobs = [lp for out in outs for lp in out.logprobs]
-            ref = want_logits.log_softmax(-1)
-            got_lp = torch.tensor([lp.logprob for lp in logprobs])
-            assert_close(
-                got_lp,
-                ref[torch.arange(len(want)), torch.tensor(want)],
-                case.logits_atol,
-                f"{ckpt.name}/{rid} chosen-token logprobs",
-            )
-            got_top = torch.tensor([[v for _, v in lp.top] for lp in logprobs])
-            assert_close(got_top, ref.topk(5, dim=-1).values, case.logits_atol, f"{ckpt.name}/{rid} top-5 logprobs")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -12,12 +12,11 @@ twice: with the per-row gather (bgmv) and with the per-adapter segments (sgmv) f
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
-from engine_golden import assert_close, assert_same_greedy
+from engine_golden import assert_close, assert_same_greedy, peft_greedy, save_peft_adapter
 from engine_helpers import (
     CPU_FP32,
     FP32_ON_EACH_DEVICE,
@@ -42,21 +41,6 @@ ADAPTERS = {
 MAX_TOKENS = 12
 
 
-def save_peft_adapter(base: torch.nn.Module, path: Path, seed: int, **lora_kwargs) -> torch.nn.Module:
-    """A PEFT LoRA on a copy of `base` with random A and B (init_lora_weights=False), saved to `path`."""
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(seed)
-    config = LoraConfig(init_lora_weights=False, lora_dropout=0.0, **lora_kwargs)
-    model = get_peft_model(copy.deepcopy(base), config).eval()
-    with torch.no_grad():  # nn.Linear's default init gives B ~ U(+-1/sqrt(r)): scale it so outputs stay sensible
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.mul_(0.5)
-    model.save_pretrained(path)
-    return model
-
-
 @pytest.fixture(scope="module")
 def lora_setup(tmp_path_factory):
     base = build_hf_model("llama")
@@ -66,18 +50,6 @@ def lora_setup(tmp_path_factory):
     for i, (name, kwargs) in enumerate(ADAPTERS.items()):
         refs[name] = save_peft_adapter(base, root / name, seed=100 + i, **kwargs)
     return root, refs
-
-
-@torch.inference_mode()
-def peft_greedy(model: torch.nn.Module, prompt: list[int], max_new_tokens: int) -> tuple[list[int], torch.Tensor]:
-    out = model.generate(
-        input_ids=torch.tensor([prompt]),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    return out.sequences[0, len(prompt) :].tolist(), torch.cat([x.float() for x in out.logits])
 
 
 def lora_engine(root: Path, **overrides):

@@ -389,11 +389,4 @@ def _max_model_len(config: EngineConfig, cfg: ModelConfig) -> int:
     length = config.max_model_len or limit
     if length > limit:
         raise EngineConfigError(f"{length} exceeds the model's max_position_embeddings={limit}", field="max_model_len")
-    if cfg.sliding_window is not None and cfg.sliding_window < length:
-        # Within the window, sliding-window attention equals full attention; beyond it this engine would be wrong.
-        raise EngineConfigError(
-            f"the model uses sliding-window attention (window {cfg.sliding_window}), which this engine does not "
-            f"implement; set max_model_len <= {cfg.sliding_window} (got {length})",
-            field="max_model_len",
-        )
     return length

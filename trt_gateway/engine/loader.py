@@ -69,9 +69,12 @@ def load_model(
 
 def kernels_usable(device: torch.device, cfg: ModelConfig) -> bool:
     """Triton kernels run on CUDA devices when triton is installed and the head size suits the attention kernels
-    (a power of two >= 16: 64 and 128 cover Llama, Mistral and Qwen2); elsewhere the torch paths do."""
+    (a power of two from 16 to 128: 64 and 128 cover Llama, Mistral and Qwen; Gemma's 256 has never been run through
+    their tile sizes on a GPU, so it takes the torch paths); elsewhere the torch paths do."""
     head_dim = cfg.head_dim
-    if device.type != "cuda" or head_dim < 16 or head_dim & (head_dim - 1):
+    if device.type != "cuda" or head_dim < 16 or head_dim > 128 or head_dim & (head_dim - 1):
+        return False
+    if cfg.attn_logit_softcap is not None:  # Gemma2: the attention kernels have no soft-capping
         return False
     from trt_gateway.engine import kernels
 
@@ -122,7 +125,7 @@ def _dummy_model(
             continue
         tensor = torch.empty(meta.shape, dtype=dtype, device=device)
         if name.endswith("norm.weight"):
-            tensor.fill_(1.0)
+            tensor.fill_(0.0 if cfg.gemma_norms else 1.0)  # Gemma scales by 1 + weight
         elif name.endswith(".bias"):
             tensor.zero_()
         else:

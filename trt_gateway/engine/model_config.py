@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from trt_gateway.engine.engine_config import EngineConfigError
+from trt_gateway.engine.model_family import family_options
 
-# architecture name in config.json -> attention layout. One model file (models/llama.py) covers all three; they differ
-# only in which projections carry a bias.
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+# Architecture names in config.json. One decoder (models/llama.py) covers them all: they differ in which projections
+# carry a bias, per-head q/k norms (Qwen3), Gemma's norms, embedding scale and GELU MLP, Gemma2's extra norms and
+# soft-capping, and which layers attend through a sliding window (`model_family.family_options`).
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+)
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
@@ -52,6 +61,22 @@ class ModelConfig:
     torch_dtype: str | None  # the checkpoint's dtype name, e.g. "bfloat16"
     sliding_window: int | None  # None when every layer attends to the full context
     initializer_range: float = 0.02  # std of random weights (load_format "dummy")
+    # Which layers slide (when sliding_window is set): empty means all of them (Mistral).
+    sliding_layers: tuple[bool, ...] = ()
+    hidden_act: str = "silu"  # of the gated MLP: "silu" (SwiGLU) or "gelu_pytorch_tanh" (Gemma's GeGLU)
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head of q and k before RoPE
+    gemma_norms: bool = False  # RMSNorm scales by (1 + weight), in float32 before the cast
+    embed_scale: float | None = None  # Gemma: embeddings times sqrt(hidden_size)
+    sandwich_norms: bool = False  # Gemma2: norms after attention and the MLP too (pre/post feed-forward)
+    attention_scale: float | None = None  # softmax scale; None: head_dim ** -0.5
+    attn_logit_softcap: float | None = None  # Gemma2: scores -> cap * tanh(scores / cap)
+    final_logit_softcap: float | None = None  # Gemma2: the same on the logits
+
+    def window_of(self, layer: int) -> int | None:
+        """The sliding window of one layer, None where it attends to the whole context."""
+        if self.sliding_window is None or (self.sliding_layers and not self.sliding_layers[layer]):
+            return None
+        return self.sliding_window
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ModelConfig:
@@ -87,10 +112,6 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
         )
     if raw.get("quantization_config"):
         raise EngineConfigError("quantized checkpoints are not supported", field="config.json:quantization_config")
-    act = raw.get("hidden_act", "silu")
-    if act != "silu":
-        raise EngineConfigError(f"hidden_act={act!r} is not supported (only 'silu')", field="config.json:hidden_act")
-
     hidden = _int(raw, "hidden_size")
     heads = _int(raw, "num_attention_heads")
     kv_heads = int(raw.get("num_key_value_heads") or heads)
@@ -105,12 +126,13 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
 
     is_qwen2 = arch == "Qwen2ForCausalLM"
     attention_bias = bool(raw.get("attention_bias", False))
+    num_layers = _int(raw, "num_hidden_layers")
     return ModelConfig(
         architecture=arch,
         vocab_size=_int(raw, "vocab_size"),
         hidden_size=hidden,
         intermediate_size=_int(raw, "intermediate_size"),
-        num_hidden_layers=_int(raw, "num_hidden_layers"),
+        num_hidden_layers=num_layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
@@ -118,13 +140,13 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
         max_position_embeddings=_int(raw, "max_position_embeddings"),
         rope=_parse_rope(raw),
         qkv_bias=is_qwen2 or attention_bias,
-        o_bias=attention_bias and arch == "LlamaForCausalLM",
+        o_bias=attention_bias and arch != "Qwen2ForCausalLM",  # Mistral has no attention_bias key
         mlp_bias=bool(raw.get("mlp_bias", False)) and arch == "LlamaForCausalLM",
         tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
         eos_token_ids=_eos_ids(raw, generation or {}),
         torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
-        sliding_window=_sliding_window(raw, is_qwen2),
         initializer_range=float(raw.get("initializer_range", 0.02)),
+        **family_options(arch, raw, num_layers),
     )
 
 
@@ -178,15 +200,3 @@ def _eos_ids(raw: dict[str, Any], generation: dict[str, Any]) -> tuple[int, ...]
             if isinstance(value, int) and value not in ids:
                 ids.append(value)
     return tuple(ids)
-
-
-def _sliding_window(raw: dict[str, Any], is_qwen2: bool) -> int | None:
-    window = raw.get("sliding_window")
-    if not window:
-        return None
-    layer_types = raw.get("layer_types")
-    if layer_types is not None:  # transformers v5 says per layer which ones slide
-        return int(window) if "sliding_attention" in layer_types else None
-    if is_qwen2 and not raw.get("use_sliding_window", False):
-        return None
-    return int(window)

@@ -1,4 +1,5 @@
-"""SwiGLU gating of the Llama MLP, over the fused gate_up projection's output [T, 2 * intermediate]."""
+"""The gated MLP's activation over the fused gate_up projection's output [T, 2 * intermediate]: SwiGLU (Llama,
+Mistral, Qwen) or GeGLU with tanh-approximated GELU (Gemma; no kernel, the torch path runs on every device)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,9 @@ def silu_and_mul(gate_up: torch.Tensor, use_kernels: bool = False) -> torch.Tens
         return fused(gate_up)
     half = gate_up.shape[-1] // 2
     return F.silu(gate_up[:, :half]) * gate_up[:, half:]
+
+
+def gelu_tanh_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """gate_up: [T, 2I] -> gelu_tanh(gate) * up [T, I], as HF's gelu_pytorch_tanh."""
+    half = gate_up.shape[-1] // 2
+    return F.gelu(gate_up[:, :half], approximate="tanh") * gate_up[:, half:]

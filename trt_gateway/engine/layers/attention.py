@@ -15,6 +15,12 @@ steps 2 and 3 are one Triton launch each (`kernels.paged_decode`, `kernels.paged
 reading K/V in place through the block tables; the prefill chunks then come as one `PrefillBatch` instead of spans.
 The decode launch reads only each sequence's own blocks whatever the table's width, so a CUDA graph can hold the
 table at its widest (`cuda_graphs.DecodeGraphs`).
+
+Sliding window (Mistral, Gemma2's even layers, Qwen with use_sliding_window): query position p sees keys
+p - window + 1 ..= p, as HF's mask does. Every block stays in the cache (prefix caching and preemption are
+unchanged); the window is a mask in the torch path and a lower bound on the keys walked in the kernels.
+Soft-capping (Gemma2: scores -> cap * tanh(scores / cap) before the mask) has no kernel and SDPA cannot do it, so
+those models run the explicit torch attention below on every device (`loader.kernels_usable` says no).
 """
 
 from __future__ import annotations
@@ -62,14 +68,34 @@ class AttentionMetadata:
     prefill_batch: PrefillBatch | None = None  # the kernel path's chunks
 
 
+@dataclass(frozen=True, slots=True)
+class AttentionShape:
+    """What one layer's attention computes besides its heads: softmax scale, window and soft-cap."""
+
+    scale: float
+    window: int | None = None  # keys within `window` positions of the query (itself included); None: all
+    softcap: float | None = None
+
+
 class Attention(nn.Module):
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, use_kernels: bool = False) -> None:
+    def __init__(
+        self,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        use_kernels: bool = False,
+        shape: AttentionShape | None = None,
+    ) -> None:
         super().__init__()
         self.use_kernels = use_kernels
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
-        self.scale = head_dim**-0.5
+        self.shape = shape or AttentionShape(head_dim**-0.5)
+        if use_kernels and self.shape.softcap is not None:
+            raise ValueError("attention soft-capping has no kernel; load the model with use_kernels=False")
+        self.scale = self.shape.scale
+        self._torch_shape = (self.shape.scale, self.shape.window, self.shape.softcap)
         self.k_cache: torch.Tensor | None = None  # [num_blocks, block_size, Hkv, D], bound by the model runner
         self.v_cache: torch.Tensor | None = None
 
@@ -98,11 +124,18 @@ class Attention(nn.Module):
         n = meta.num_decodes
         if n:
             out[:n] = decode_attention(
-                q[:n], self.k_cache, self.v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale
+                q[:n],
+                self.k_cache,
+                self.v_cache,
+                meta.decode_block_tables,
+                meta.decode_context_lens,
+                *self._torch_shape,
             )
         for span in meta.prefills:
             rows = slice(span.query_start, span.query_start + span.num_query)
-            out[rows] = prefill_attention(q[rows], k[rows], v[rows], self.k_cache, self.v_cache, span, self.scale)
+            out[rows] = prefill_attention(
+                q[rows], k[rows], v[rows], self.k_cache, self.v_cache, span, *self._torch_shape
+            )
         return out
 
     def _forward_kernels(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
@@ -111,10 +144,12 @@ class Attention(nn.Module):
 
         assert self.k_cache is not None and self.v_cache is not None  # checked by forward
         n = meta.num_decodes
+        window = self.shape.window or 0
         if meta.prefill_batch is None:  # decodes only: the common step, and the one CUDA graphs capture
             return paged_decode_attention(
-                q, self.k_cache, self.v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale
-            )
+                q, self.k_cache, self.v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale,
+                window=window,
+            )  # fmt: skip
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if n:
             paged_decode_attention(
@@ -125,6 +160,7 @@ class Attention(nn.Module):
                 meta.decode_context_lens,
                 self.scale,
                 out=out[:n],
+                window=window,
             )
         p = meta.prefill_batch
         paged_prefill_attention(
@@ -137,6 +173,7 @@ class Attention(nn.Module):
             p.max_query_len,
             self.scale,
             out=out[n:],
+            window=window,
         )
         return out
 
@@ -165,15 +202,18 @@ def decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
-    """q: [B, H, D]; block_tables: [B, M]; context_lens: [B] -> [B, H, D]. Keys past context_len are masked."""
+    """q: [B, H, D]; block_tables: [B, M]; context_lens: [B] -> [B, H, D]. Keys past context_len are masked, and
+    with a window those before context_len - window."""
     k = gather_kv(k_cache, block_tables)  # [B, Hkv, L, D]
     v = gather_kv(v_cache, block_tables)
     key_pos = torch.arange(k.shape[2], device=q.device)
     valid = key_pos[None, :] < context_lens[:, None]  # [B, L]
-    out = F.scaled_dot_product_attention(
-        q[:, :, None, :], k, v, attn_mask=valid[:, None, None, :], scale=scale, enable_gqa=True
-    )  # [B, H, 1, D]
+    if window is not None:
+        valid &= key_pos[None, :] >= context_lens[:, None] - window
+    out = _attention(q[:, :, None, :], k, v, valid[:, None, None, :], scale, softcap)  # [B, H, 1, D]
     return out[:, :, 0, :]
 
 
@@ -185,21 +225,43 @@ def prefill_attention(
     v_cache: torch.Tensor,
     span: PrefillSpan,
     scale: float,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """q: [n, H, D]; k, v: [n, Hkv, D] (this chunk's) -> [n, H, D]."""
     qh = q.transpose(0, 1)[None]  # [1, H, n, D]
-    if span.block_table is None:
+    if span.block_table is None and window is None and softcap is None:
         # Fresh prompt: the chunk is the whole context, plain causal attention on the new K/V.
         out = F.scaled_dot_product_attention(
             qh, k.transpose(0, 1)[None], v.transpose(0, 1)[None], is_causal=True, scale=scale, enable_gqa=True
         )
+        return out[0].transpose(0, 1)
+    ctx = span.context_len
+    if span.block_table is None:  # fresh prompt: this chunk's own K/V are the whole context
+        keys, values = k.transpose(0, 1)[None], v.transpose(0, 1)[None]
     else:
-        ctx = span.context_len
         keys = gather_kv(k_cache, span.block_table[None])[:, :, :ctx]  # [1, Hkv, ctx, D]
         values = gather_kv(v_cache, span.block_table[None])[:, :, :ctx]
-        # Query i sits at absolute position ctx - n + i and sees keys 0 ..= that position.
-        q_pos = torch.arange(ctx - span.num_query, ctx, device=q.device)
-        k_pos = torch.arange(ctx, device=q.device)
-        mask = k_pos[None, :] <= q_pos[:, None]  # [n, ctx]
-        out = F.scaled_dot_product_attention(qh, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
-    return out[0].transpose(0, 1)  # [n, H, D]
+    # Query i sits at absolute position ctx - n + i and sees keys 0 ..= that position (within the window).
+    q_pos = torch.arange(ctx - span.num_query, ctx, device=q.device)
+    k_pos = torch.arange(ctx, device=q.device)
+    mask = k_pos[None, :] <= q_pos[:, None]  # [n, ctx]
+    if window is not None:
+        mask &= k_pos[None, :] > q_pos[:, None] - window
+    return _attention(qh, keys, values, mask, scale, softcap)[0].transpose(0, 1)  # [n, H, D]
+
+
+def _attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float, softcap: float | None
+) -> torch.Tensor:
+    """q [B, H, n, D], k/v [B, Hkv, L, D], mask broadcastable to [B, H, n, L] (True: attend) -> [B, H, n, D]."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    # HF Gemma2's eager attention: scale, cap, mask, float32 softmax cast back, then the values.
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale
+    scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(weights, v)
