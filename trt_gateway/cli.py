@@ -46,6 +46,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--served-name", help="model name clients use (default: the checkpoint directory name)")
     p.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="executor-specific option (value parsed as JSON when it parses); repeatable")
+    p.add_argument("--quantization", choices=("fp8",),
+                   help="FP8 weights (native on Hopper GPUs, or vLLM); the same as --option quantization=fp8")
     p.add_argument("--adapter-root", action="append", default=[], metavar="DIR",
                    help="directory LoRA adapter paths must lie under; repeatable")
     p.add_argument("--adapter", action="append", type=_key_value, default=[], metavar="NAME=DIR",
@@ -107,7 +109,9 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     put(executor, "name", args.executor)
     put(executor, "model", args.model)
     put(executor, "served_name", args.served_name)
-    put(executor, "options", {k: _option_value(v) for k, v in args.option})
+    options = {k: _option_value(v) for k, v in args.option}
+    put(options, "quantization", args.quantization)
+    put(executor, "options", options)
     put(lora, "adapter_roots", list(args.adapter_root))
     put(lora, "adapters", dict(args.adapter))
     put(lora, "max_loras", args.max_loras)

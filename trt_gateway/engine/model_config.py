@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_gateway.engine.engine_config import EngineConfigError
+from trt_gateway.engine.quantization.checkpoint import Fp8Checkpoint, parse_quantization_config
 
 # architecture name in config.json -> attention layout. One model file (models/llama.py) covers all three; they differ
 # only in which projections carry a bias.
@@ -52,6 +53,7 @@ class ModelConfig:
     torch_dtype: str | None  # the checkpoint's dtype name, e.g. "bfloat16"
     sliding_window: int | None  # None when every layer attends to the full context
     initializer_range: float = 0.02  # std of random weights (load_format "dummy")
+    fp8: Fp8Checkpoint | None = None  # the checkpoint's weights are FP8 (its quantization_config, checked)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ModelConfig:
@@ -74,8 +76,7 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
             f"architectures={architectures!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
             field="config.json:architectures",
         )
-    if raw.get("quantization_config"):
-        raise EngineConfigError("quantized checkpoints are not supported", field="config.json:quantization_config")
+    fp8 = parse_quantization_config(raw["quantization_config"]) if raw.get("quantization_config") else None
     act = raw.get("hidden_act", "silu")
     if act != "silu":
         raise EngineConfigError(f"hidden_act={act!r} is not supported (only 'silu')", field="config.json:hidden_act")
@@ -114,6 +115,7 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
         torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
         sliding_window=_sliding_window(raw, is_qwen2),
         initializer_range=float(raw.get("initializer_range", 0.02)),
+        fp8=fp8,
     )
 
 
