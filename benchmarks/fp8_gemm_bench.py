@@ -34,7 +34,8 @@ SHAPES = {  # name: (N, K) of W [N, K]
     "llama3-8b/down": (4096, 14336),
 }
 GEMV_CONFIGS = [(4, 512, 4, 3), (8, 512, 4, 3), (4, 1024, 4, 3), (8, 1024, 8, 3), (2, 1024, 4, 4), (16, 256, 4, 3),
-                (4, 1024, 8, 4), (8, 2048, 8, 2)]  # fmt: skip
+                (8, 2048, 8, 2), (16, 256, 4, 4), (32, 256, 8, 3), (16, 512, 8, 3), (8, 1024, 4, 3), (32, 128, 4, 3),
+                (16, 1024, 8, 3)]  # fmt: skip
 ROWS = (16, 64, 256, 512, 1024, 8192)
 
 
@@ -89,11 +90,11 @@ def main() -> None:
     p.add_argument("--result-file", default="")
     p.add_argument("--no-sweep", action="store_true", help="time only the GEMV's fixed configuration")
     args = p.parse_args()
-    from trt_gateway.engine.kernels.fp8_gemv import CONFIG
+    from trt_gateway.engine.kernels.fp8_gemv import CONFIG, WIDE_CONFIG
 
     torch.manual_seed(0)
     out: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "one_row": {}, "rows": {}}
-    out["fp8_gemv_config"] = "x".join(map(str, CONFIG))
+    out["fp8_gemv_configs"] = ["x".join(map(str, CONFIG)), "x".join(map(str, WIDE_CONFIG)) + " (n >= 16384, k < 8192)"]
     for name, (n, k) in SHAPES.items():
         one_row, rows = bench_shape(n, k, not args.no_sweep)
         out["one_row"][name] = one_row

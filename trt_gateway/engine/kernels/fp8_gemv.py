@@ -6,9 +6,12 @@ reads the FP8 weights and the bfloat16 row as they are, multiplies in float32, a
 bias) once per output: weight-only FP8 (W8A16), so the row itself is not rounded to FP8.
 
 Layout as in `kernels/gemv.py`: each program owns BLOCK_N whole rows of q and walks K in BLOCK_K tiles into a
-float32 accumulator of the tile's shape, reduced once at the end. With one byte per weight, 4 rows x 512 columns
-over 4 warps is 16 bytes per thread per tile. The configuration was picked by `benchmarks/fp8_gemm_bench.py`
-(see docs/performance.md for the figures).
+float32 accumulator of the tile's shape, reduced once at the end. The configuration depends on the shape
+(`config_for`), picked from a sweep of `benchmarks/fp8_gemm_bench.py` on an H200 (2026-12-04; per call, us, over
+weights not in L2): Llama-3-8B q/k/v 6144 x 4096: 13.3 with 4x512x4x3 -> 11.6; o 4096 x 4096: 8.6 -> 8.0;
+gate/up 28672 x 4096: 45.5 -> 36.0 (16x256x4x3); down 4096 x 14336: 25.4 -> 21.5. That is 1.9-2.6 TB/s of weight
+bytes, against 3.0-3.8 TB/s for the bf16 GEMV: per byte this kernel converts and multiplies twice as many
+elements, and the FP8 -> float32 conversions, not the memory, set its pace (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages); the benchmark sweeps alternatives through `fp8_gemv(config=...)`.
-CONFIG = (4, 512, 4, 3)
+CONFIG = (8, 1024, 8, 3)
+WIDE_CONFIG = (16, 256, 4, 3)  # many rows of a short K (gate/up): more rows per program, shorter tiles
+
+
+def config_for(n: int, k: int) -> tuple[int, int, int, int]:
+    return WIDE_CONFIG if n >= 16384 and k < 8192 else CONFIG
 
 
 if triton is not None:
@@ -80,7 +88,7 @@ def fp8_gemv(
         raise ValueError(f"q must be float8_e4m3fn with unit stride along K, got {q.dtype}, strides {q.stride()}")
     if scale.shape != (n,) or scale.dtype != torch.float32 or not scale.is_contiguous():
         raise ValueError(f"scale must be a contiguous float32 [{n}], got {scale.dtype} {tuple(scale.shape)}")
-    block_n, block_k, warps, stages = config or CONFIG
+    block_n, block_k, warps, stages = config or config_for(n, k)
     x = x.contiguous()
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     if n == 0:

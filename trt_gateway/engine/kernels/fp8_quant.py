@@ -2,8 +2,9 @@
 
 The torch reference (`engine/quantization/fp8.quantize_per_token`) takes five launches (abs, amax, divide, clamp,
 cast) and three reads of x; here one program per row loads it once, reduces |x| to its maximum, and stores the
-scaled FP8 row and its scale. Same formula, float32 throughout, IEEE divisions: the result matches the reference
-(the GPU test allows one FP8 step on an element, in case a compiler contracts differently).
+scaled FP8 row and its scale. Same formula, float32 throughout: on an H200 the scales came out within a few
+float32 ulps of torch's (not bit-equal: the division by the constant 448 compiles to another instruction), hence an
+element can land one FP8 step away from the reference; the GPU test bounds both.
 """
 
 from __future__ import annotations
