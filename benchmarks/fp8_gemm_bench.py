@@ -90,11 +90,11 @@ def main() -> None:
     p.add_argument("--result-file", default="")
     p.add_argument("--no-sweep", action="store_true", help="time only the GEMV's fixed configuration")
     args = p.parse_args()
-    from trt_gateway.engine.kernels.fp8_gemv import CONFIG, WIDE_CONFIG
+    from trt_gateway.engine.kernels.fp8_gemv import config_for
 
     torch.manual_seed(0)
     out: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "one_row": {}, "rows": {}}
-    out["fp8_gemv_configs"] = ["x".join(map(str, CONFIG)), "x".join(map(str, WIDE_CONFIG)) + " (n >= 16384, k < 8192)"]
+    out["fp8_gemv_configs"] = {name: "x".join(map(str, config_for(n, k))) for name, (n, k) in SHAPES.items()}
     for name, (n, k) in SHAPES.items():
         one_row, rows = bench_shape(n, k, not args.no_sweep)
         out["one_row"][name] = one_row

@@ -7,11 +7,11 @@ bias) once per output: weight-only FP8 (W8A16), so the row itself is not rounded
 
 Layout as in `kernels/gemv.py`: each program owns BLOCK_N whole rows of q and walks K in BLOCK_K tiles into a
 float32 accumulator of the tile's shape, reduced once at the end. The configuration depends on the shape
-(`config_for`), picked from a sweep of `benchmarks/fp8_gemm_bench.py` on an H200 (2026-12-04; per call, us, over
-weights not in L2): Llama-3-8B q/k/v 6144 x 4096: 13.3 with 4x512x4x3 -> 11.6; o 4096 x 4096: 8.6 -> 8.0;
-gate/up 28672 x 4096: 45.5 -> 36.0 (16x256x4x3); down 4096 x 14336: 25.4 -> 21.5. That is 1.9-2.6 TB/s of weight
-bytes, against 3.0-3.8 TB/s for the bf16 GEMV: per byte this kernel converts and multiplies twice as many
-elements, and the FP8 -> float32 conversions, not the memory, set its pace (docs/performance.md).
+(`config_for`), picked from two sweeps of `benchmarks/fp8_gemm_bench.py` on an H200 (2026-12-04; per call, us,
+over weights not in L2; the first fixed configuration 4x512x4x3 -> the chosen one): Llama-3-8B q/k/v 6144 x 4096:
+13.6 -> 9.4; o 4096 x 4096: 8.7 -> 7.3; gate/up 28672 x 4096: 45.6 -> 36.9; down 4096 x 14336: 25.9 -> 19.1. That
+is 2.3-3.2 TB/s of weight bytes, against 3.0-3.8 TB/s for the bf16 GEMV: per byte this kernel converts and
+multiplies twice as many elements, and the FP8 -> float32 conversions, not the memory, set its pace (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages); the benchmark sweeps alternatives through `fp8_gemv(config=...)`.
-CONFIG = (8, 1024, 8, 3)
-WIDE_CONFIG = (16, 256, 4, 3)  # many rows of a short K (gate/up): more rows per program, shorter tiles
+CONFIG = (8, 1024, 4, 3)  # o_proj, down_proj: few rows, or long K
+WIDE_CONFIG = (16, 256, 4, 4)  # many rows of a short K (gate/up): more rows per program, shorter tiles
+MID_CONFIG = (16, 512, 8, 3)  # q/k/v
 
 
 def config_for(n: int, k: int) -> tuple[int, int, int, int]:
-    return WIDE_CONFIG if n >= 16384 and k < 8192 else CONFIG
+    if k >= 8192:
+        return CONFIG
+    return WIDE_CONFIG if n >= 16384 else MID_CONFIG if n > k else CONFIG
 
 
 if triton is not None:
