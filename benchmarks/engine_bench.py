@@ -118,6 +118,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("auto", "bfloat16", "float16", "float32"),
         help="auto: bfloat16 on CUDA, float32 on CPU (both the engine and HF)",
     )
+    p.add_argument(
+        "--quantization",
+        default="",
+        choices=("", "fp8"),
+        help="engine: 'fp8' quantizes the decoder projections at load (Hopper GPUs; HF phases stay unquantized)",
+    )
     p.add_argument("--input-len", type=int, default=128, help="prompt tokens of every request")
     p.add_argument("--output-len", type=int, default=128, help="output tokens of every throughput request")
     p.add_argument("--requests", type=int, default=1024, help="engine: requests of the saturated run")
@@ -319,7 +325,7 @@ def run_engine(args: argparse.Namespace, model: str, device: str, dtype: str) ->
         model=model, device=device, dtype=dtype, max_num_seqs=args.max_num_seqs or largest,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=False, seed=args.seed,
-        cpu_threads=args.threads if device == "cpu" else 0,
+        cpu_threads=args.threads if device == "cpu" else 0, quantization=args.quantization,
     )  # fmt: skip
     if not has_weights(model):
         options["load_format"] = "dummy"
@@ -371,6 +377,7 @@ def run_engine(args: argparse.Namespace, model: str, device: str, dtype: str) ->
         "startup_s": round(startup_s, 2), "warmup_s": round(warmup_s, 2),
         "warmup": f"1 request x 4 tokens, then {largest} requests x {args.warmup_tokens} tokens at once",
         "load_format": options.get("load_format", "safetensors"), "dtype": dtype,
+        "quantization": args.quantization or "none",
         "kv_blocks": engine.num_total_blocks, "block_size": engine.config.block_size,
         "max_num_seqs": options["max_num_seqs"], "max_num_batched_tokens": args.max_num_batched_tokens,
         "max_model_len": args.max_model_len, "enable_prefix_caching": False,

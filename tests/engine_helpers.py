@@ -199,3 +199,72 @@ def prompts(n: int, lengths: Iterable[int], seed: int = 0) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     # Avoid EOS and the special ids 0..2 in prompts.
     return [torch.randint(3, VOCAB, (length,), generator=g).tolist() for length in list(lengths)[:n]]
+
+
+FP8_LAYOUTS = ("compressed-tensors-channel", "fp8-tensor")
+
+
+def write_fp8_checkpoint(ckpt: Checkpoint, path: Path, layout: str) -> Path:
+    """Write `ckpt` as an FP8 checkpoint the way vLLM / llm-compressor lay one out: each decoder projection's weight
+    in float8_e4m3fn with a weight_scale beside it, everything else as saved, and a quantization_config.
+
+    layout: "compressed-tensors-channel" (scales [N, 1], a static input_scale too) or "fp8-tensor" (one scale per
+    tensor, quant_method "fp8"). The scales are computed here, independently of the engine's own quantizer."""
+    import json
+
+    from safetensors.torch import save_file
+
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in ckpt.hf_model.state_dict().items():
+        module = name.removesuffix(".weight")
+        if not (name.endswith(".weight") and module.rsplit(".", 1)[-1] in projections):
+            state[name] = tensor.detach().to(torch.bfloat16).contiguous()
+            continue
+        w = tensor.detach().float()
+        per_channel = layout == "compressed-tensors-channel"
+        amax = w.abs().amax(dim=1, keepdim=True) if per_channel else w.abs().amax().reshape(1)
+        scale = amax / 448.0
+        state[name] = (w / (scale if per_channel else scale[0])).to(torch.float8_e4m3fn)
+        state[f"{module}.weight_scale"] = scale.contiguous()
+        if per_channel:
+            state[f"{module}.input_scale"] = torch.tensor([0.05])
+    if "lm_head.weight" in state and ckpt.hf_model.config.tie_word_embeddings:
+        del state["lm_head.weight"]
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path / "model.safetensors"))
+    config = json.loads((ckpt.path / "config.json").read_text())
+    if layout == "compressed-tensors-channel":
+        config["quantization_config"] = {
+            "quant_method": "compressed-tensors",
+            "format": "float-quantized",
+            "config_groups": {
+                "group_0": {
+                    "targets": ["Linear"],
+                    "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True},
+                    "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False},
+                }
+            },
+            "ignore": ["lm_head"],
+        }
+    else:
+        config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def dequantized_state(fp8_dir: Path) -> dict[str, torch.Tensor]:
+    """An FP8 checkpoint's tensors with every FP8 weight multiplied out (float32), scales dropped."""
+    from safetensors.torch import load_file
+
+    raw = load_file(str(fp8_dir / "model.safetensors"))
+    out = {}
+    for name, tensor in raw.items():
+        if name.endswith((".weight_scale", ".input_scale")):
+            continue
+        if tensor.dtype == torch.float8_e4m3fn:
+            scale = raw[name.removesuffix(".weight") + ".weight_scale"].float()
+            out[name] = tensor.float() * (scale if scale.dim() == 2 else scale.reshape(1, 1))
+        else:
+            out[name] = tensor.float()
+    return out

@@ -77,6 +77,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="GPU: fraction of free memory the weights leave for the KV cache (default 0.9)")
     p.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="executor-specific option (value parsed as JSON when it parses); repeatable (default: none)")
+    p.add_argument("--quantization", choices=("fp8",),
+                   help="FP8 weights (native on Hopper GPUs, or vLLM); the same as --option quantization=fp8 "
+                   "(default: none, the checkpoint's own)")
     p.add_argument("--adapter-root", action="append", default=[], metavar="DIR",
                    help="directory LoRA adapter paths must lie under; repeatable (default: none, LoRA off)")
     p.add_argument("--adapter", action="append", type=_key_value, default=[], metavar="NAME=DIR",
@@ -153,6 +156,7 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     put(options, "max_model_len", args.max_model_len)
     put(options, "kv_cache_bytes", args.kv_cache_bytes)
     put(options, "gpu_memory_utilization", args.gpu_memory_utilization)
+    put(options, "quantization", args.quantization)
     put(executor, "options", options)
     put(lora, "adapter_roots", list(args.adapter_root))
     put(lora, "adapters", dict(args.adapter))

@@ -12,6 +12,7 @@ Tolerances (stated once, used below):
 - rotary: bit-identical in every dtype, and so is what it stores into the KV cache (against `write_kv`);
 - GEMV: half within 1 ulp of the float64 product rounded to half (one rounding of a float32 sum); float32 within 1e-3
   of float64 (sums of ~1,000 products of magnitude ~1, in another order);
+- FP8 GEMV: within 1 ulp of the float64 product of the dequantized weights, rounded to half;
 - SwiGLU: half at most 1 ulp apart; float32 at most 4 ulps in the interpreter (numpy's exp, not torch's; torch's own
   CPU silu is up to 2 ulps off the float64 value), exact on CUDA (libdevice expf, as torch).
 """
@@ -31,6 +32,7 @@ triton = pytest.importorskip("triton")
 
 from trt_gateway.engine.kernels import available  # noqa: E402
 from trt_gateway.engine.kernels.activation import silu_and_mul  # noqa: E402
+from trt_gateway.engine.kernels.fp8_gemv import fp8_gemv  # noqa: E402
 from trt_gateway.engine.kernels.gemv import gemv  # noqa: E402
 from trt_gateway.engine.kernels.paged_decode import paged_decode_attention  # noqa: E402
 from trt_gateway.engine.kernels.paged_prefill import paged_prefill_attention  # noqa: E402
@@ -475,6 +477,23 @@ def test_gemv_edge_cases():
         gemv(x, torch.randn(64, 8).to(DEVICE).T)
     with pytest.raises(ValueError, match="dtype"):
         gemv(x, torch.randn(8, 64).to(DEVICE, torch.float16))
+
+
+@direct
+@pytest.mark.parametrize(("n", "k", "bias"), [(96, 64, False), (37, 1000, True), (4, 2048, False), (130, 520, True)])
+def test_fp8_gemv_matches_the_dequantized_product(n, k, bias):
+    """FP8 weights with a row stride wider than k (a part of a fused weight), uneven n and k, a bias."""
+    from trt_gateway.engine.quantization.fp8 import dequantize, quantize_per_channel
+
+    gen = torch.Generator().manual_seed(23)
+    q, scale = quantize_per_channel(torch.randn(n + 5, k + 32, generator=gen))
+    q, scale = q.to(DEVICE)[3 : 3 + n, :k], scale.to(DEVICE)[3 : 3 + n].contiguous()
+    x = torch.randn(1, k, generator=gen).to(DEVICE, HALF)
+    b = torch.randn(n, generator=gen).to(DEVICE, HALF) if bias else None
+    out = fp8_gemv(x, q, scale, b)
+    want = x.double() @ dequantize(q, scale).double().T + (b.double() if b is not None else 0)
+    assert out.shape == (1, n) and out.dtype == HALF
+    assert ulp_distance(out, want.to(HALF)) <= 1
 
 
 # ----------------------------------------------------------------------------------------------- the model with them

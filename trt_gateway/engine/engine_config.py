@@ -16,6 +16,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPECULATIVE_MODES = ("", "ngram", "draft")
 LOAD_FORMATS = ("safetensors", "dummy")
+QUANTIZATIONS = ("", "fp8")
 # (max_num_seqs, max_num_batched_tokens) when not configured. A CPU engine is compute-bound at a few sequences; on a
 # GPU, decode steps are nearly free up to hundreds of sequences (an 8B model's step costs 6.3 ms at batch 1 and
 # 10.3 ms at batch 256 on an H100), and 8,192-token prefill steps keep the matrix units busy.
@@ -39,6 +40,9 @@ class EngineConfig:
     load_format: str = "safetensors"
     device: str = "auto"  # "auto" picks cuda when available; "cuda" may carry an index ("cuda:1")
     dtype: str = "auto"  # "auto": float32 on CPU; the checkpoint's half type (else bfloat16) on CUDA
+    # "fp8": decoder projections in FP8 E4M3 with per-channel scales (Hopper only; computes in bfloat16). "": as the
+    # checkpoint is (an FP8 checkpoint is served in FP8 where the GPU can, else dequantized). docs/engine.md#fp8
+    quantization: str = ""
     max_model_len: int | None = None  # prompt + output tokens of one sequence; None: the model's max positions
     # Batch limits; 0 picks the device's default (`DEVICE_DEFAULTS`, applied by `for_device`).
     max_num_seqs: int = 0  # sequences in the running batch
@@ -82,6 +86,8 @@ class EngineConfig:
             raise EngineConfigError(f"must be one of {DEVICES}, got {self.device!r}", field="device")
         if self.load_format not in LOAD_FORMATS:
             raise EngineConfigError(f"must be one of {LOAD_FORMATS}, got {self.load_format!r}", field="load_format")
+        if self.quantization not in QUANTIZATIONS:
+            raise EngineConfigError(f"must be one of {QUANTIZATIONS}, got {self.quantization!r}", field="quantization")
         if self.dtype not in DTYPES:
             raise EngineConfigError(f"must be one of {DTYPES}, got {self.dtype!r}", field="dtype")
         if self.block_size < 1:

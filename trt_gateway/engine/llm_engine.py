@@ -42,7 +42,7 @@ from trt_gateway.engine.block_manager import BlockManager
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.input_processor import EngineBounds, EngineRequest, prepare
 from trt_gateway.engine.kv_cache import fit_kv_cache
-from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype
+from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype, resolve_fp8
 from trt_gateway.engine.lora.registry import LoraRegistry
 from trt_gateway.engine.lora.slots import LoraSlots
 from trt_gateway.engine.model_config import ModelConfig
@@ -84,7 +84,8 @@ class LLMEngine:
         self.model_config = ModelConfig.from_pretrained(config.model)
         if self.device.type == "cpu" and config.cpu_threads:
             torch.set_num_threads(config.cpu_threads)  # process-wide: the engine is the process's only torch user
-        self.dtype = resolve_dtype(config, self.model_config, self.device)
+        self.fp8 = resolve_fp8(config, self.model_config, self.device)  # refuses fp8 off Hopper
+        self.dtype = resolve_dtype(config, self.model_config, self.device, self.fp8)
         self.max_model_len = _max_model_len(config, self.model_config)
         self.use_kernels = config.kernels and kernels_usable(self.device, self.model_config)
         model = load_model(
@@ -95,6 +96,7 @@ class LLMEngine:
             self.max_model_len,
             dummy=config.load_format == "dummy",
             use_kernels=self.use_kernels,
+            fp8=self.fp8,
         )
         loaded = time.monotonic()
         self.lora = self._lora_registry(model)  # before sizing the KV cache: slots take device memory

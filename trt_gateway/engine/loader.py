@@ -8,12 +8,16 @@
 
 `dummy=True` skips 2-3: every tensor is drawn on the device (normal(0, initializer_range), norms 1, biases 0), so an
 8B architecture is ready in seconds without a checkpoint, for benchmarks.
+
+FP8 (`quantization/`, docs/engine.md#fp8): an FP8 checkpoint's scale tensors are located beside the model's names,
+and its FP8 weights kept as stored or dequantized; `fp8=True` quantizes the other weights once they are loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -23,6 +27,11 @@ from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.models.llama import LlamaForCausalLM
+from trt_gateway.engine.quantization.apply import adopt_scales, quantize_linears
+from trt_gateway.engine.quantization.checkpoint import is_quantization_tensor, split_fp8_state
+from trt_gateway.engine.quantization.fp8 import fp8_unsupported_reason, require_fp8_device
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Older checkpoints saved RoPE buffers; the engine recomputes them.
@@ -39,7 +48,24 @@ def resolve_device(config: EngineConfig) -> torch.device:
     return device
 
 
-def resolve_dtype(config: EngineConfig, model_cfg: ModelConfig, device: torch.device) -> torch.dtype:
+def resolve_fp8(config: EngineConfig, model_cfg: ModelConfig, device: torch.device) -> bool:
+    """Whether the decoder projections run in FP8: asked for (`quantization="fp8"`, refused off Hopper), or an FP8
+    checkpoint on a GPU that can (elsewhere its weights are dequantized to the engine dtype)."""
+    if config.quantization == "fp8":
+        require_fp8_device(device)
+    elif model_cfg.fp8 is None:
+        return False
+    elif (reason := fp8_unsupported_reason(device)) is not None:
+        logger.warning("FP8 checkpoint: weights dequantized to the engine dtype (%s)", reason)
+        return False
+    if config.dtype not in ("auto", "bfloat16"):
+        raise EngineConfigError(f"FP8 matmuls compute in bfloat16; got dtype {config.dtype!r}", field="dtype")
+    return True
+
+
+def resolve_dtype(config: EngineConfig, model_cfg: ModelConfig, device: torch.device, fp8: bool = False) -> torch.dtype:
+    if fp8:
+        return torch.bfloat16  # resolve_fp8 refused any other dtype
     if config.dtype != "auto":
         return _DTYPES[config.dtype]  # float32 on CUDA is allowed: slow, but useful against fp32 references
     if device.type == "cpu":
@@ -56,13 +82,19 @@ def load_model(
     *,
     dummy: bool = False,
     use_kernels: bool = False,
+    fp8: bool = False,
 ) -> LlamaForCausalLM:
-    """use_kernels: the model runs its Triton kernels (CUDA only; see `kernels_usable`)."""
+    """use_kernels: the model runs its Triton kernels (CUDA only; see `kernels_usable`).
+    fp8: decoder projections in FP8 (`resolve_fp8` decided; the device can): an FP8 checkpoint's as stored, any
+    other weights quantized per output channel here. Without it an FP8 checkpoint's weights are dequantized."""
     model = (
         _dummy_model(cfg, device, dtype, max_positions, use_kernels)
         if dummy
-        else _checkpoint_model(path, cfg, device, dtype, max_positions, use_kernels)
+        else _checkpoint_model(path, cfg, device, dtype, max_positions, use_kernels, fp8)
     )
+    if fp8 and (dummy or cfg.fp8 is None):
+        count = quantize_linears(model)
+        logger.info("fp8: %d projections quantized per output channel", count)
     model.fuse_projections()
     return model
 
@@ -82,7 +114,13 @@ def kernels_usable(device: torch.device, cfg: ModelConfig) -> bool:
 
 
 def _checkpoint_model(
-    path: str | Path, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, max_positions: int, use_kernels: bool
+    path: str | Path,
+    cfg: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_positions: int,
+    use_kernels: bool,
+    fp8: bool,
 ) -> LlamaForCausalLM:
     files = sorted(Path(path).glob("*.safetensors"))
     if not files:
@@ -96,18 +134,23 @@ def _checkpoint_model(
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight")
 
-    located = _check_headers(files, expected, cfg.tie_word_embeddings)
+    located = _check_headers(files, expected, cfg.tie_word_embeddings, is_quantization_tensor if cfg.fp8 else None)
     state: dict[str, torch.Tensor] = {}
     device_name = str(device) if device.type != "cuda" or device.index is not None else "cuda:0"
     for file, names in located.items():
         with safe_open(str(file), framework="pt", device=device_name) as f:
             for name in names:
-                state[name] = f.get_tensor(name).to(dtype)
+                tensor = f.get_tensor(name)
+                state[name] = tensor if cfg.fp8 else tensor.to(dtype)  # FP8 tensors: split_fp8_state casts
+    scales: dict[str, torch.Tensor] = {}
+    if cfg.fp8:
+        state, scales = split_fp8_state(state, dtype, fp8)
     if cfg.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[assignment]  # one Parameter
+    adopt_scales(model, scales)
     return model.eval()
 
 
@@ -139,8 +182,11 @@ def _dummy_model(
     return model.eval()
 
 
-def _check_headers(files: list[Path], expected: dict[str, tuple[int, ...]], tied: bool) -> dict[Path, list[str]]:
-    """Map each file to the tensor names to read from it; raise naming missing, unexpected or misshapen tensors."""
+def _check_headers(
+    files: list[Path], expected: dict[str, tuple[int, ...]], tied: bool, extra: Callable[[str], bool] | None = None
+) -> dict[Path, list[str]]:
+    """Map each file to the tensor names to read from it; raise naming missing, unexpected or misshapen tensors.
+    extra: names read too but checked by their reader (an FP8 checkpoint's scales)."""
     located: dict[Path, list[str]] = {}
     found: set[str] = set()
     unexpected: list[str] = []
@@ -149,6 +195,9 @@ def _check_headers(files: list[Path], expected: dict[str, tuple[int, ...]], tied
         with _unreadable_as_config_error(file), safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
                 if name.endswith(_IGNORED_SUFFIXES) or (tied and name == "lm_head.weight"):
+                    continue
+                if extra is not None and extra(name):
+                    located.setdefault(file, []).append(name)
                     continue
                 if name not in expected:
                     unexpected.append(name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from trt_gateway.engine.engine_config import EngineConfigError
 from trt_gateway.engine.model_family import family_options
+from trt_gateway.engine.quantization.checkpoint import Fp8Checkpoint, parse_quantization_config
 
 # Architecture names in config.json. One decoder (models/llama.py) covers them all: they differ in which projections
 # carry a bias, per-head q/k norms (Qwen3), Gemma's norms, embedding scale and GELU MLP, Gemma2's extra norms and
@@ -77,6 +78,7 @@ class ModelConfig:
         if self.sliding_window is None or (self.sliding_layers and not self.sliding_layers[layer]):
             return None
         return self.sliding_window
+    fp8: Fp8Checkpoint | None = None  # the checkpoint's weights are FP8 (its quantization_config, checked)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ModelConfig:
@@ -110,8 +112,7 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
             f"architectures={architectures!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
             field="config.json:architectures",
         )
-    if raw.get("quantization_config"):
-        raise EngineConfigError("quantized checkpoints are not supported", field="config.json:quantization_config")
+    fp8 = parse_quantization_config(raw["quantization_config"]) if raw.get("quantization_config") else None
     hidden = _int(raw, "hidden_size")
     heads = _int(raw, "num_attention_heads")
     kv_heads = int(raw.get("num_key_value_heads") or heads)
@@ -147,6 +148,7 @@ def parse_model_config(raw: dict[str, Any], generation: dict[str, Any] | None = 
         torch_dtype=raw.get("dtype") or raw.get("torch_dtype"),
         initializer_range=float(raw.get("initializer_range", 0.02)),
         **family_options(arch, raw, num_layers),
+        fp8=fp8,
     )
 
 
