@@ -207,11 +207,11 @@ def test_fusing_fp8_parts_keeps_each_parts_weights_and_scales():
 def test_the_quantization_flag_reaches_the_engine_config():
     from trt_gateway.cli import build_parser, serve_overrides
     from trt_gateway.config import ConfigError, from_mapping
-    from trt_gateway.executors.native import NativeExecutor
+    from trt_gateway.executors.native import DEMO_MODEL, NativeExecutor
 
     args = build_parser().parse_args(["serve", "--quantization", "fp8", "--option", "max_num_seqs=4"])
     executor = from_mapping(serve_overrides(args)).executor
     assert dict(executor.options) == {"max_num_seqs": 4, "quantization": "fp8"}
-    assert NativeExecutor("unused", options=executor.options).engine_config.quantization == "fp8"
+    assert NativeExecutor(str(DEMO_MODEL), options=executor.options).engine_config.quantization == "fp8"
     with pytest.raises(ConfigError, match="quantization"):
-        NativeExecutor("unused", options={"quantization": "int4"})
+        NativeExecutor(str(DEMO_MODEL), options={"quantization": "int4"})
