@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 
 import grpc
 import pytest
@@ -69,9 +70,11 @@ async def test_reflection_lists_the_gateway(gateway) -> None:
 class SlowStart(EchoExecutor):
     def __init__(self) -> None:
         super().__init__()
+        self.loading = asyncio.Event()
         self.loaded = asyncio.Event()
 
     async def start(self) -> None:
+        self.loading.set()
         await self.loaded.wait()
         await super().start()
 
@@ -82,8 +85,7 @@ async def test_while_starting_health_is_not_serving_and_rpcs_are_unavailable() -
     server = GatewayServer(cfg, engine)
     starting = asyncio.ensure_future(server.start())
     try:
-        assert await poll(lambda: server.port != 0)
-        await asyncio.sleep(0.05)  # listening, executor still loading
+        await asyncio.wait_for(engine.loading.wait(), 5)  # listening, executor still loading
         async with grpc.aio.insecure_channel(target(server)) as channel:
             assert await check(channel, "") == NOT_SERVING
             assert await check(channel, "trt_gateway.v1.Gateway") == NOT_SERVING
@@ -304,3 +306,30 @@ async def test_serve_returns_0_on_sigterm() -> None:
     assert await poll(lambda: engine.health() is Health.SERVING)  # signal handlers are installed before start
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_a_second_sigterm_during_the_drain_ends_it_at_once_and_exits_143(caplog) -> None:
+    engine = EchoExecutor({"token_delay_s": 0.05})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = from_mapping({"server": {"host": "127.0.0.1", "port": port, "grace_period_s": 60.0, "http": False},
+                        "executor": {"name": "echo"}})
+    task = asyncio.ensure_future(app.serve(cfg, engine))
+    assert await poll(lambda: engine.health() is Health.SERVING)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = gateway_pb2_grpc.GatewayStub(channel).GenerateStream(long_req(4000, request_id="long"))
+        chunks = [await call.__aiter__().__anext__()]
+        os.kill(os.getpid(), signal.SIGTERM)
+        while await check(channel, "") == SERVING:  # the drain began (the port still answers)
+            await asyncio.sleep(0.01)
+        assert not task.done()  # 60 s of grace: it would wait for the stream
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, 10) == 128 + signal.SIGTERM
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for chunk in call:
+                chunks.append(chunk)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "second signal" in err.value.details()
+    assert chunks[-1].finish_reason == pb.FINISH_REASON_ERROR
+    assert [r.message for r in caplog.records if "second SIGTERM" in r.message] == [
+        "second SIGTERM during the drain: ending it now and exiting with code 143"]
