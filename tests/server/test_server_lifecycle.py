@@ -320,9 +320,12 @@ async def test_a_second_sigterm_during_the_drain_ends_it_at_once_and_exits_143(c
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = gateway_pb2_grpc.GatewayStub(channel).GenerateStream(long_req(4000, request_id="long"))
         chunks = [await call.__aiter__().__anext__()]
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        statuses = watch.__aiter__()
+        assert (await statuses.__anext__()).status == SERVING
         os.kill(os.getpid(), signal.SIGTERM)
-        while await check(channel, "") == SERVING:  # the drain began (the port still answers)
-            await asyncio.sleep(0.01)
+        assert (await asyncio.wait_for(statuses.__anext__(), 5)).status == NOT_SERVING  # the drain began
+        watch.cancel()
         assert not task.done()  # 60 s of grace: it would wait for the stream
         os.kill(os.getpid(), signal.SIGTERM)
         assert await asyncio.wait_for(task, 10) == 128 + signal.SIGTERM
