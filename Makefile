@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint proto bench clean
+.PHONY: install serve test test-lint test-main test-langchain test-llama-index lint proto bench clean
 
 $(STAMP): pyproject.toml integrations/langchain/pyproject.toml integrations/llama-index/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,29 @@ lint: $(STAMP)
 	$(PY) -m ruff check trt_gateway tests scripts benchmarks
 	$(PY) -m mypy
 
-test: lint
-	$(PY) -m pytest -q $(ARGS)
+# Every suite runs, whatever an earlier one did; the target fails at the end, naming the suites that failed.
+SUITES := lint main langchain llama-index
+
+test: $(STAMP)
+	@failed=""; \
+	for suite in $(SUITES); do \
+		echo "== make test: $$suite"; \
+		$(MAKE) --no-print-directory test-$$suite || failed="$$failed $$suite"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== make test: FAILED:$$failed"; exit 1; fi; \
+	echo "== make test: all suites passed ($(SUITES))"
+
+test-lint: lint
 	$(PY) -m ruff check integrations
-	# Each integration has its own pytest config (its pyproject.toml), so each runs on its own.
+
+test-main: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+# Each integration has its own pytest config (its pyproject.toml), so each runs on its own.
+test-langchain: $(STAMP)
 	$(PY) -m pytest -q integrations/langchain
+
+test-llama-index: $(STAMP)
 	$(PY) -m pytest -q integrations/llama-index
 
 proto: $(STAMP)

@@ -56,9 +56,14 @@ class Prompt:
     messages: tuple[ChatMessage, ...] | None = None
 
 
+# A temperature below this means greedy decoding (vLLM's _SAMPLING_EPS too): dividing float32 logits by 1e-45 makes
+# them inf / nan, and anything this small is greedy in effect anyway.
+GREEDY_TEMPERATURE = 1e-5
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """temperature == 0 means greedy; top_k == 0 and top_p == 1 and min_p == 0 mean "off"."""
+    """temperature < GREEDY_TEMPERATURE (0, say) means greedy; top_k == 0, top_p == 1 and min_p == 0 mean "off"."""
 
     temperature: float = 1.0
     top_p: float = 1.0
@@ -72,7 +77,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_TEMPERATURE
 
 
 @dataclass(frozen=True, slots=True)

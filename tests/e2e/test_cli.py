@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +34,41 @@ def free_port() -> int:
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+class Lines:
+    """A subprocess pipe read line by line on a thread, so a test waits for a line, never for a guessed time (and a
+    chatty server never blocks on a full pipe)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe: Any) -> None:
+        for line in pipe:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, needle: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {needle!r} in {timeout}s; seen: {self.seen}") from None
+            if line is None:
+                raise AssertionError(f"the pipe closed before a line with {needle!r}; seen: {self.seen}")
+            self.seen.append(line)
+            if needle in line:
+                return line
+
+    def rest(self, timeout: float = 30) -> list[str]:
+        """Every line until the pipe closes."""
+        deadline = time.monotonic() + timeout
+        while (line := self._queue.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+            self.seen.append(line)
+        return self.seen
 
 
 @contextmanager
@@ -66,19 +104,39 @@ def test_echo_serve_generate_health_models() -> None:
         assert bad.returncode == 1 and "sampling.top_p" in bad.stderr
 
 
+def _stream(target: str, max_tokens: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "generate", "abcdefghij", "--stream", "--ignore-eos", "--max-tokens", str(max_tokens), "--target", target],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
 def test_sigterm_lets_the_in_flight_stream_finish_and_exits_zero() -> None:
     with serving("--executor", "echo", "--option", "token_delay_s=0.02") as (proc, target):
-        stream = subprocess.Popen(
-            [*CLI, "generate", "abcdefghij", "--stream", "--ignore-eos", "--max-tokens", "60", "--target", target],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        time.sleep(0.4)  # the stream is running (60 tokens take ~1.2 s)
+        stream = _stream(target, 60)
+        assert stream.stdout is not None
+        first = stream.stdout.read(1)  # blocks until the first token arrived: the stream is running
         proc.send_signal(signal.SIGTERM)
         out, err = stream.communicate(timeout=30)
         assert stream.returncode == 0, err
-        assert out.strip() == ("abcdefghij" * 6)
+        assert first + out.strip() == ("abcdefghij" * 6)
         assert "[length;" in err
         assert proc.wait(timeout=30) == 0
+
+
+def test_a_second_sigterm_cuts_the_drain_short_and_exits_143() -> None:
+    with serving("--executor", "echo", "--option", "token_delay_s=0.05", "--grace-period", "120") as (proc, target):
+        log = Lines(proc.stderr)
+        stream = _stream(target, 2000)  # ~100 s: far longer than this test may take
+        assert stream.stdout is not None
+        stream.stdout.read(1)
+        proc.send_signal(signal.SIGTERM)
+        log.wait_for("draining: up to 120.0s")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        _, err = stream.communicate(timeout=30)
+        assert stream.returncode == 1 and "Unavailable" in err and "the server shut down" in err
+        assert sum("second SIGTERM" in line for line in log.rest()) == 1
 
 
 def test_default_serve_offline_falls_back_to_the_demo_model_with_one_warning(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
-from gateway_testing import running, target
+from gateway_testing import poll, running, target
 
 from trt_gateway.config import LoraConfig
 from trt_gateway.executors.native import DEMO_MODEL, NativeExecutor
@@ -108,7 +108,8 @@ async def test_lifecycle_under_concurrent_traffic(server, stub, tmp_path) -> Non
 
     traffic = [asyncio.create_task(stream_ids(stub, greedy(p, a, max_tokens=48)))
                for p in PROMPTS for a in ("uppercase", "")]
-    await asyncio.sleep(0.05)
+    engine_lora = server.executor.front.engine.lora
+    assert await poll(lambda: engine_lora.info("uppercase").active_requests > 0, timeout=30)  # traffic is running
     info = await stub.LoadAdapter(pb.LoadAdapterRequest(name="copy", path=str(tmp_path / "copy")))
     assert info.name == "copy" and info.residency == pb.RESIDENCY_CPU
     copy_out = (await stub.Generate(greedy(PROMPTS[0], "copy"))).outputs[0].token_ids
@@ -120,7 +121,6 @@ async def test_lifecycle_under_concurrent_traffic(server, stub, tmp_path) -> Non
     assert all(len(ids) > 0 for ids, _, _ in results)
     assert list(copy_out) == list(solo)  # same weights under another name: same tokens
 
-    engine_lora = server.executor.front.engine.lora
     assert engine_lora.info("uppercase").active_requests == 0
     assert engine_lora.info("uppercase").residency is Residency.GPU
     await stub.UnloadAdapter(pb.UnloadAdapterRequest(name="uppercase"))

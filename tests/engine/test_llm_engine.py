@@ -163,3 +163,23 @@ def test_cpu_threads_sets_torch_threads(llama):
         torch.set_num_threads(before)
     with pytest.raises(EngineConfigError, match="cpu_threads"):
         make_engine(llama.path, cpu_threads=-1)
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-30, 1e-6, 9.9e-6])
+def test_a_temperature_below_the_greedy_epsilon_decodes_greedily(llama, temperature):
+    """1e-45 once divided the logits into inf / nan and ended the request at once with EOS. Below
+    GREEDY_TEMPERATURE (1e-5) a temperature means greedy, alone and in a batch with sampled rows."""
+    prompt = prompts(1, [7], seed=5)[0]
+    greedy = make_engine(llama.path)
+    greedy.add_request(make_request("g", max_tokens=12, temperature=0.0), prompt)
+    want = tokens_of(run_until_done(greedy)["g"])
+    assert len(want) == 12  # the tiny model does not end at once: a wrong EOS would show
+
+    alone = make_engine(llama.path)
+    alone.add_request(make_request("t", max_tokens=12, temperature=temperature), prompt)
+    assert tokens_of(run_until_done(alone)["t"]) == want
+
+    mixed = make_engine(llama.path)  # a sampled row in the batch: the per-row temperature path
+    mixed.add_request(make_request("s", max_tokens=12, temperature=0.9, sampling={"seed": 1}), prompts(1, [5])[0])
+    mixed.add_request(make_request("t", max_tokens=12, temperature=temperature), prompt)
+    assert tokens_of(run_until_done(mixed)["t"]) == want

@@ -31,6 +31,13 @@ def test_defaults_are_left_to_the_engine() -> None:
     assert values == {"max_tokens": 256, "temperature": 1.0}  # max_tokens always: the engines' defaults differ
 
 
+@pytest.mark.parametrize(("temperature", "sent"), [(1e-45, 0.0), (9.9e-6, 0.0), (0.0, 0.0), (1e-5, 1e-5), (0.7, 0.7)])
+def test_a_temperature_below_the_greedy_epsilon_reaches_trtllm_and_vllm_as_greedy(temperature: float, sent: float) -> None:
+    # TensorRT-LLM divides by what it is given; our greedy rule must not depend on each engine's own epsilon.
+    values = sampling_map.shared_values(request(sampling=SamplingParams(temperature=temperature)))
+    assert values["temperature"] == sent
+
+
 def test_every_shared_keyword_comes_from_a_gateway_field() -> None:
     kw = sampling_map.shared_values(request(
         sampling=SamplingParams(temperature=0.5, top_p=0.9, top_k=5, min_p=0.1, repetition_penalty=1.1,

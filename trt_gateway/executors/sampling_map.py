@@ -75,7 +75,7 @@ def shared_values(request: GenerateRequest) -> dict[str, Any]:
     s, st = request.sampling, request.stopping
     return {
         "max_tokens": st.max_tokens,  # always explicit: the engines' defaults (vLLM 16, TensorRT-LLM 32) are not ours
-        "temperature": s.temperature,
+        "temperature": 0.0 if s.greedy else s.temperature,  # our greedy rule, whatever the engine's epsilon
         "top_p": s.top_p if s.top_p != 1.0 else None,
         "top_k": s.top_k or None,  # unset: off (0 or -1, depending on the engine and version)
         "min_p": s.min_p or None,

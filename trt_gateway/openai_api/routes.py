@@ -190,7 +190,7 @@ class _Api:
             code = "INTERNAL"
             yield sse(error_body(exc)[1])
         except (asyncio.CancelledError, GeneratorExit):  # the client went away: closing `deltas` aborted it
-            code = "CANCELLED"
+            code = "UNAVAILABLE" if self.gateway.cut_off else "CANCELLED"  # or the shutdown cancelled a stuck write
             raise
         finally:
             self.gateway.metrics.requests.labels(_method(chat), code).inc()

@@ -52,6 +52,12 @@ class Admission:
         """Refuse new requests from now on (draining); waiting ones keep their place."""
         self._closed = True
 
+    def check_open(self) -> None:
+        """Raise UNAVAILABLE once closed (draining)."""
+        if self._closed:
+            self._metrics.rejected.labels("draining").inc()
+            raise errors.Unavailable("the server is shutting down; retry on another replica")
+
     def retry_after_s(self) -> float:
         # Scale the hint with the backlog: a full queue drains in roughly queued/max_inflight service times.
         return self.config.retry_after_s * max(1.0, self.queued / self.config.max_inflight)
@@ -69,9 +75,7 @@ class Admission:
         `on_position(n)` is called with the 1-based queue position when the request starts waiting and whenever it
         moves up.
         """
-        if self._closed:
-            self._metrics.rejected.labels("draining").inc()
-            raise errors.Unavailable("the server is shutting down; retry on another replica")
+        self.check_open()
         queued = self.queued
         if self._inflight < self.config.max_inflight and not queued:
             self._take()

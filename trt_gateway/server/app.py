@@ -1,15 +1,20 @@
 """Build, run and stop the gateway server.
 
 Start-up order: listen first (health answers NOT_SERVING and RPCs get UNAVAILABLE while models load), start the
-executor, preload adapters, then flip health to SERVING. Shutdown order: health NOT_SERVING -> refuse new requests
--> let in-flight streams finish within the grace period -> executor shutdown. If the executor dies, health goes
-NOT_SERVING, in-flight streams end with UNAVAILABLE, and `serve` returns a non-zero exit code for the supervisor.
+executor, preload adapters, then flip health to SERVING. Shutdown order (the drain): health NOT_SERVING -> refuse
+new requests with UNAVAILABLE -> let in-flight and queued requests finish within the grace period -> end the rest
+(a final ERROR chunk, then UNAVAILABLE) -> close the ports -> executor shutdown. The ports stay open through the drain,
+so a probe sees NOT_SERVING (HTTP /health 503) instead of a refused connection, and a client retrying gets a clear
+UNAVAILABLE. A second SIGTERM/SIGINT during the drain cuts it short and exits 128 + the signal number. If the executor
+dies, health goes NOT_SERVING, in-flight streams end with UNAVAILABLE, and `serve` returns a non-zero exit code for
+the supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -35,6 +40,8 @@ log = logging.getLogger("trt_gateway.server")
 
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name  # "trt_gateway.v1.Gateway"
 EXIT_ENGINE_DEAD = 3
+FLUSH_S = 1.0  # after the drain: how long the ports stay open for the last chunks to be written
+FORCE_EXIT_S = 5.0  # after a second signal: exit without further cleanup if stopping takes longer than this
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -100,6 +107,7 @@ class GatewayServer:
         self.http_port = 0
         self._monitor: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._cut_short = asyncio.Event()  # a second signal: the drain ends now
 
     async def start(self) -> int:
         """Listen, load the executor, go SERVING. Returns the bound port."""
@@ -194,16 +202,18 @@ class GatewayServer:
                 return
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Graceful shutdown; safe to call twice."""
+        """Graceful shutdown (the drain); safe to call twice."""
         if self._server is None:
             return
         server, self._server = self._server, None
         grace = self.config.server.grace_period_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()  # NOT_SERVING for every service, and it stays so
-        self.servicer.gateway.draining = True  # and 503 on HTTP /health
-        self.servicer.admission.close()
-        log.info("draining: up to %.1fs for %d in-flight request(s)", grace, len(self.servicer.registry))
-        await asyncio.gather(server.stop(grace), self._stop_http(grace))
+        log.info("draining: up to %.1fs for %d in-flight request(s); health NOT_SERVING, new requests UNAVAILABLE",
+                 grace, len(self.servicer.registry))
+        await self.servicer.gateway.drain(grace, self._cut_short)  # ports open: probes get answers
+        # Every call has ended (or been ended): the last chunks get FLUSH_S to go out, then what is left (a health
+        # Watch, a stream stuck in an executor that ignored its abort) is cancelled by gRPC / uvicorn.
+        await asyncio.gather(server.stop(FLUSH_S), self._stop_http(FLUSH_S))
         if self._monitor is not None:
             self._monitor.cancel()
         await self.executor.shutdown()
@@ -220,17 +230,69 @@ class GatewayServer:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    def request_stop(self) -> None:
+        """What SIGTERM does: `serve` starts the drain."""
+        self._stopped.set()
+
+    def cut_short(self) -> None:
+        """End the drain now: requests still running get their shutdown error at once."""
+        self._cut_short.set()
+
+
+class _Signals:
+    """SIGTERM/SIGINT: the first drains; a second cuts the drain short (one log line) and `serve` then exits
+    128 + its number; if stopping still hangs FORCE_EXIT_S later (an executor that does not shut down), or on a
+    third signal, the process exits there and then."""
+
+    def __init__(self, server: GatewayServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self.forced: signal.Signals | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self._server._stopped.is_set():
+            log.info("%s: draining", sig.name)
+            self._server.request_stop()
+        elif self.forced is None:
+            self.forced = sig
+            log.warning("second %s during the drain: ending it now and exiting with code %d", sig.name, self.code)
+            self._server.cut_short()
+            self._timer = self._loop.call_later(FORCE_EXIT_S, _exit_now, self.code)
+        else:
+            _exit_now(self.code)
+
+    @property
+    def code(self) -> int:
+        return 128 + self.forced if self.forced is not None else 0
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.remove_signal_handler(sig)
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()  # flush the log first: os._exit skips every other cleanup
+    os._exit(code)
+
 
 async def serve(config: GatewayConfig, executor: Executor | None = None) -> int:
     """Run until SIGTERM/SIGINT or executor death. Returns the process exit code."""
     server = GatewayServer(config, executor)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server._stopped.set)
-    await server.start()
-    await server.wait_stopped()
-    await server.stop(1.0 if server.engine_died else None)  # a dead engine has nothing left to drain
-    return EXIT_ENGINE_DEAD if server.engine_died else 0
+    signals = _Signals(server)  # before start: a signal while the model loads stops the server once it has loaded
+    try:
+        await server.start()
+        await server.wait_stopped()
+        await server.stop(1.0 if server.engine_died else None)  # a dead engine has nothing left to drain
+    finally:
+        signals.close()
+    if server.engine_died:
+        return EXIT_ENGINE_DEAD
+    return signals.code
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

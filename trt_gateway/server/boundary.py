@@ -44,7 +44,11 @@ def new_request_id() -> str:
 
 
 @asynccontextmanager
-async def guard(metrics: Metrics, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def guard(
+    metrics: Metrics, method: str, context: grpc.aio.ServicerContext, cut_off: Callable[[], bool] = lambda: False
+) -> AsyncIterator[None]:
+    """`cut_off`: the server is ending the calls still running (the drain's grace is over), so a cancellation now is
+    the server's doing, not the client's."""
     # Each RPC runs in its own task, with its own copy of the context: the id set here never leaks to other RPCs,
     # and it is not reset on the way out (a stream closed by the asyncgen finalizer runs in yet another context).
     request_id_var.set(metadata_request_id(context) or "-")
@@ -61,8 +65,12 @@ async def guard(metrics: Metrics, method: str, context: grpc.aio.ServicerContext
         await context.abort(code, exc.message, trailing_metadata=exc.trailing_metadata())
     except asyncio.CancelledError:
         remaining = context.time_remaining()
-        code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
-        log.info("%s ended by the client: %s", method, code.name)
+        if cut_off():  # counted when it was cut off (rejected{reason="shutdown"}); stuck in a write or an executor
+            code = grpc.StatusCode.UNAVAILABLE
+            log.info("%s ended by the server's shutdown", method)
+        else:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
+            log.info("%s ended by the client: %s", method, code.name)
         raise
     except grpc.aio.AbortError:
         code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
@@ -88,7 +96,7 @@ def unary(method: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., 
     def wrap(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         @functools.wraps(fn)
         async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
-            async with guard(self.metrics, method, context):
+            async with guard(self.metrics, method, context, lambda: self.gateway.cut_off):
                 _check_decoded(request)
                 return await fn(self, request, context)
             raise AssertionError("unreachable: guard either returns or aborts")  # pragma: no cover
@@ -102,7 +110,7 @@ def stream(method: str) -> Callable[[Callable[..., AsyncIterator[T]]], Callable[
     def wrap(fn: Callable[..., AsyncIterator[T]]) -> Callable[..., AsyncIterator[T]]:
         @functools.wraps(fn)
         async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
-            async with guard(self.metrics, method, context):
+            async with guard(self.metrics, method, context, lambda: self.gateway.cut_off):
                 _check_decoded(request)
                 async for item in fn(self, request, context):
                     yield item

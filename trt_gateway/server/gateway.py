@@ -7,8 +7,10 @@ its wire format into `types.GenerateRequest` before calling `start`, and its del
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from trt_gateway.server.metrics import Load, Metrics, ModelMetrics, RouterCollec
 from trt_gateway.types import AdapterInfo, GenerateRequest, ServedModel, TokenDelta, ToolCall
 
 Metadata = Sequence[tuple[str, str | bytes]]
+log = logging.getLogger("trt_gateway.server")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Gateway:
         self.models: dict[str, ServedModel] = {}
         self.default = ""
         self.draining = False
+        self.cut_off = False  # the drain's grace is over: calls still running are being ended by the server
         metrics.registry.register(RouterCollector(self.load))
 
     # -- state ----------------------------------------------------------------------------------------------------
@@ -105,6 +109,7 @@ class Gateway:
         """The one request check and the caller's key against the model and adapter. Returns the request to run:
         its id in the caller's namespace (auth.py), and a forced tool call adds the guided decoding that enforces
         it."""
+        self.admission.check_open()  # draining: refused before an HTTP stream sends its 200
         validation.check_request(request, info, self.limits, n=n)
         caller.check_model(info.name)
         caller.check_adapter(request.adapter or "")
@@ -150,6 +155,33 @@ class Gateway:
     async def abort_owned(self, owned_id: str) -> bool:
         """Abort by the id `check` gave the request (the server's own aborts: stalled streams)."""
         return await generation.abort(self.executor, self.registry, owned_id)
+
+    # -- shutdown -------------------------------------------------------------------------------------------------
+
+    async def drain(self, grace_s: float, cut_short: asyncio.Event) -> int:
+        """Refuse new calls, let running and queued ones finish within `grace_s` (or until `cut_short` is set),
+        then end the rest: each gets UNAVAILABLE saying the server shut down (after a final ERROR chunk on gRPC, an
+        error event on HTTP), counted as `trt_gateway_rejected_total{reason="shutdown"}`. Returns how many were cut."""
+        self.draining = True  # HTTP /health: 503
+        self.admission.close()
+        waits = [asyncio.ensure_future(self.registry.wait_empty()), asyncio.ensure_future(cut_short.wait())]
+        try:
+            await asyncio.wait(waits, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if not self.registry:
+            return 0
+        self.cut_off = True
+        why = "a second signal" if cut_short.is_set() else f"its grace period of {grace_s:g}s is over"
+
+        def error() -> errors.GatewayError:
+            self.metrics.rejected.labels("shutdown").inc()
+            return errors.Unavailable(f"the server shut down before this request finished ({why}); retry it")
+
+        cut = await generation.cut_off(self.executor, self.registry, error)
+        log.warning("drain: %s; ended %d request(s) still running", why, cut)
+        return cut
 
 
 class _Split:

@@ -3,6 +3,10 @@
 `n > 1` fans out into n executor requests ("<id>/<index>", seed + index) whose deltas are merged as they arrive.
 Whatever way the call ends (finished, failed, client cancel, disconnect, deadline, shutdown), every executor request
 that is still running is aborted in `finally`, so its KV blocks are freed by the executor's next step.
+
+A call the server ends itself (`cut_off`: the drain's grace period is over) is aborted like any other, but raises the
+server's error instead of finishing CANCELLED, so each door reports it as the server's doing: on gRPC a final ERROR
+chunk and UNAVAILABLE, on HTTP an error event.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from trt_gateway import errors, validation
@@ -29,6 +33,7 @@ class Handle:
     request_id: str
     sub_ids: tuple[str, ...]
     aborted: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: errors.GatewayError | None = None  # set when the server ends the call (shutdown); raised by `run`
 
 
 class Registry:
@@ -36,6 +41,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._handles: dict[str, Handle] = {}
+        self._empty = asyncio.Event()  # the drain waits on it
+        self._empty.set()
 
     def __len__(self) -> int:
         return len(self._handles)
@@ -46,14 +53,23 @@ class Registry:
             raise validation.duplicate_request_id(shown_id if shown_id is not None else request_id)
         subs = (request_id,) if n == 1 else tuple(f"{request_id}/{i}" for i in range(n))
         handle = self._handles[request_id] = Handle(request_id, subs)
+        self._empty.clear()
         return handle
 
     def remove(self, handle: Handle) -> None:
         if self._handles.get(handle.request_id) is handle:
             del self._handles[handle.request_id]
+            if not self._handles:
+                self._empty.set()
 
     def get(self, request_id: str) -> Handle | None:
         return self._handles.get(request_id)
+
+    def handles(self) -> list[Handle]:
+        return list(self._handles.values())
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
 
 
 @dataclass
@@ -89,6 +105,8 @@ async def run(
             yield -1, Queued(position)
     except errors.Cancelled:
         registry.remove(handle)
+        if handle.ended is not None:
+            raise handle.ended from None
         for i in range(n):
             yield i, _cancelled_while_queued()
         return
@@ -99,19 +117,29 @@ async def run(
     try:
         if n == 1:  # the common case: no tasks, no queue hop, no extra generator layer per token
             async for delta in executor.generate(request):
+                if handle.ended is not None:  # cut off: what the executor sends after its abort is not an answer
+                    raise handle.ended
                 if delta.token_ids and progress.first_token_at is None:
                     progress.first_token_at = time.monotonic()
                 if delta.finish is not None:
                     unfinished.clear()
                 yield 0, delta
-            return
-        subs = [_sub_request(request, sub_id, i) for i, sub_id in enumerate(handle.sub_ids)]
-        async for index, delta in _merge(executor, subs):
-            if delta.token_ids and progress.first_token_at is None:
-                progress.first_token_at = time.monotonic()
-            if delta.finish is not None:
-                unfinished.discard(index)
-            yield index, delta
+        else:
+            subs = [_sub_request(request, sub_id, i) for i, sub_id in enumerate(handle.sub_ids)]
+            async for index, delta in _merge(executor, subs):
+                if handle.ended is not None:
+                    raise handle.ended
+                if delta.token_ids and progress.first_token_at is None:
+                    progress.first_token_at = time.monotonic()
+                if delta.finish is not None:
+                    unfinished.discard(index)
+                yield index, delta
+        if handle.ended is not None and unfinished:  # an executor that ends a stream on abort without a finish
+            raise handle.ended
+    except Exception as exc:
+        if handle.ended is not None and exc is not handle.ended:  # one that raises on abort
+            raise handle.ended from exc
+        raise
     finally:
         registry.remove(handle)
         admission.release()
@@ -175,6 +203,16 @@ async def abort(executor: Executor, registry: Registry, request_id: str) -> bool
     for sub in handle.sub_ids:
         await executor.abort(sub)
     return True
+
+
+async def cut_off(executor: Executor, registry: Registry, error: Callable[[], errors.GatewayError]) -> int:
+    """End every running or queued call now, each with its own `error()`. Returns how many were cut off."""
+    handles = registry.handles()
+    for handle in handles:
+        handle.ended = error()
+        handle.aborted.set()  # wakes the queued ones
+    await _abort(executor, [sub for handle in handles for sub in handle.sub_ids])
+    return len(handles)
 
 
 async def _abort(executor: Executor, sub_ids: list[str]) -> None:

@@ -85,7 +85,7 @@ class Metrics:
         self.inflight = Gauge("trt_gateway_inflight_requests", "Requests admitted to the executor.", registry=r)
         self.active_streams = Gauge("trt_gateway_active_streams", "Open Generate/GenerateStream RPCs.", registry=r)
         self.rejected = Counter(
-            "trt_gateway_rejected", "Requests refused by admission, by reason.", ("reason",), registry=r
+            "trt_gateway_rejected", "Requests refused or ended by the server, by reason.", ("reason",), registry=r
         )
 
     def model(self, model: str) -> ModelMetrics:

@@ -1,8 +1,8 @@
 """Sampling on the device: small pure functions over a batch of logits [B, V], composed by `Sampler`.
 
 Order, as HF's generate applies its processors: logit bias, min_tokens, penalties, temperature, top-k, top-p, min-p,
-then a draw. Greedy rows (temperature 0) take the argmax of the same processed logits (temperature and truncation
-never move the argmax), so penalties and bias apply to greedy decoding too.
+then a draw. Greedy rows (temperature below GREEDY_TEMPERATURE, 1e-5) take the argmax of the same processed logits
+(temperature and truncation never move the argmax), so penalties and bias apply to greedy decoding too.
 
 Draws use counter-based noise: the Gumbel noise of row b at vocab entry v is a hash of (request seed, output
 position, v). A seeded request therefore samples the same tokens whatever else is in the batch, on CPU and CUDA
@@ -19,6 +19,7 @@ import torch
 
 from trt_gateway.engine.sampling.batch import SamplingBatch
 from trt_gateway.engine.structured_output import apply_bitmask
+from trt_gateway.types import GREEDY_TEMPERATURE
 
 _MASK32 = 0xFFFFFFFF
 
@@ -51,8 +52,8 @@ def apply_presence_frequency(
 
 
 def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """temperature: [B]; 0 (greedy) rows are left unscaled."""
-    t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
+    """temperature: [B]; greedy rows (below GREEDY_TEMPERATURE, e.g. 0) are left unscaled: their argmax is taken."""
+    t = torch.where(temperature >= GREEDY_TEMPERATURE, temperature, torch.ones_like(temperature))
     return logits / t[:, None]
 
 
