@@ -148,7 +148,8 @@ def test_fp8_engine_against_bf16(checkpoints, kind):
     ckpt = checkpoints[kind]
     fp8 = make_engine(ckpt.path, CUDA_BF16, quantization="fp8")
     bf16 = make_engine(ckpt.path, CUDA_BF16)
-    assert fp8.fp8 and fp8.model_runner.graphs is not None
+    # Graphs need the attention kernels; Gemma2's soft-capped attention runs in torch, so it decodes eagerly.
+    assert fp8.fp8 and (fp8.model_runner.graphs is not None) == bf16.use_kernels
     got, want = [], []
     for seq, n in sequences(ckpt, CUDA_BF16):
         got.append(engine_logits(fp8, seq, [len(seq)])[n - 1 : -1])
