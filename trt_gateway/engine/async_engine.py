@@ -103,13 +103,19 @@ class AsyncEngine:
 
         from trt_gateway.engine.chat_template import ChatTemplate
 
+        from trt_gateway.engine import gguf_checkpoint, gguf_tokenizer
+
         self = cls(config)
         model = Path(config.model)
         tokenizer_file = model / "tokenizer.json"
-        if not tokenizer_file.is_file():
+        if (gguf_file := gguf_checkpoint.find_gguf(model)) is not None:
+            tokenizer = gguf_tokenizer.gguf_tokenizer(gguf_file)
+            template = gguf_tokenizer.gguf_chat_template(gguf_file)
+        elif not tokenizer_file.is_file():
             raise EngineConfigError(f"{model} has no tokenizer.json (HF fast tokenizer required)", field="model")
-        tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        template = ChatTemplate.from_pretrained(model)
+        else:
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            template = ChatTemplate.from_pretrained(model)
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[LLMEngine] = self._loop.create_future()
         # One tokenizer for both sides: `tokenizers.Tokenizer` is safe to share between threads.
