@@ -117,7 +117,7 @@ def _random_k_blocks(shape, quant, block, type_size, rng):  # noqa: ANN001, ANN2
         blocks[..., 0:2] = scale
         blocks[..., 2:4] = np.frombuffer(np.float16(1e-4).tobytes(), dtype=np.uint8)
     else:  # Q6_K: d (f16) ends the block; its int8 scales precede it
-        blocks[..., -2:] = np.frombuffer(np.float16(1e-3).tobytes(), dtype=np.uint8)
+        blocks[..., -2:] = np.frombuffer(np.float16(2e-5).tobytes(), dtype=np.uint8)
     return blocks.reshape(rows, -1)
 
 
