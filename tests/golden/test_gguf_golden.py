@@ -105,7 +105,9 @@ def test_gguf_matches_hf_loading_the_same_file(sources, tmp_path, case, source, 
         assert got == want, f"{case}, chat {i}: engine {got} != HF {want}"
         hf_logprobs = torch.log_softmax(torch.cat(out.logits).float(), dim=-1)
         engine_lp = [s.logprob for o in results[f"{case}-{i}"] for s in o.logprobs]
-        worst = max(worst, *(abs(a - float(hf_logprobs[j, t])) for j, (a, t) in enumerate(zip(engine_lp, want))))
+        worst = max(
+            worst, *(abs(a - float(hf_logprobs[j, t])) for j, (a, t) in enumerate(zip(engine_lp, want, strict=True)))
+        )
         assert tokenizer.decode(got) == hf_tok.decode(want, skip_special_tokens=True)
     print(f"{case}: worst |logprob(engine) - logprob(HF)| = {worst:.2e}")
     assert worst < LOGITS_ATOL

@@ -49,6 +49,8 @@ def test_smollm2_greedy_chat_matches_hf() -> None:
         print(f"chat {i}: {tokenizer.decode(got)!r}")
         hf_logprobs = torch.log_softmax(torch.cat(out.logits).float(), dim=-1)
         engine_lp = [s.logprob for o in results[f"chat-{i}"] for s in o.logprobs]
-        worst = max(worst, *(abs(a - float(hf_logprobs[j, t])) for j, (a, t) in enumerate(zip(engine_lp, want))))
+        worst = max(
+            worst, *(abs(a - float(hf_logprobs[j, t])) for j, (a, t) in enumerate(zip(engine_lp, want, strict=True)))
+        )
     print(f"SmolLM2: worst |logprob(engine) - logprob(HF)| = {worst:.2e}")
     assert worst < LOGITS_ATOL

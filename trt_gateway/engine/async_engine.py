@@ -101,9 +101,8 @@ class AsyncEngine:
         stepping there. Raises EngineConfigError naming what to change when the checkpoint cannot be served."""
         from tokenizers import Tokenizer
 
-        from trt_gateway.engine.chat_template import ChatTemplate
-
         from trt_gateway.engine import gguf_checkpoint, gguf_tokenizer
+        from trt_gateway.engine.chat_template import ChatTemplate
 
         self = cls(config)
         model = Path(config.model)

@@ -209,25 +209,23 @@ def permute_rotary(weights: torch.Tensor, num_heads: int) -> torch.Tensor:
     """HF's q/k row order -> llama.cpp's: within each head, row i of the first half and row i of the second half
     (the pair RoPE rotates together) become neighbours. Tests use it to write GGUF files the way llama.cpp does."""
     rows = weights.shape[0]
-    return weights.reshape(num_heads, 2, rows // num_heads // 2, *weights.shape[1:]).transpose(1, 2).reshape(
-        weights.shape
+    return (
+        weights.reshape(num_heads, 2, rows // num_heads // 2, *weights.shape[1:]).transpose(1, 2).reshape(weights.shape)
     )
 
 
 def unpermute_rotary(weights: torch.Tensor, num_heads: int) -> torch.Tensor:
     """The inverse of `permute_rotary`: neighbouring rows of each head back into the two rotary halves."""
     rows = weights.shape[0]
-    return weights.reshape(num_heads, rows // num_heads // 2, 2, *weights.shape[1:]).transpose(1, 2).reshape(
-        weights.shape
+    return (
+        weights.reshape(num_heads, rows // num_heads // 2, 2, *weights.shape[1:]).transpose(1, 2).reshape(weights.shape)
     )
 
 
 def _required(meta: GgufMetadata, key: str) -> int:
     value = meta.arch(key)
     if not isinstance(value, int) or value < 1:
-        raise EngineConfigError(
-            f"must be a positive integer, got {value!r}", field=f"gguf:{meta.architecture}.{key}"
-        )
+        raise EngineConfigError(f"must be a positive integer, got {value!r}", field=f"gguf:{meta.architecture}.{key}")
     return value
 
 

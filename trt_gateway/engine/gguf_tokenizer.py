@@ -132,7 +132,7 @@ def derive_merges(tokens: Sequence[str], scores: Sequence[float]) -> list[tuple[
     This is the order HF's `generate_merges` gives, so both tokenisers merge alike."""
     ids = {t: i for i, t in enumerate(tokens)}
     ranked: list[tuple[float, int, int, str, str]] = []
-    for token, score in zip(tokens, scores):
+    for token, score in zip(tokens, scores, strict=False):
         found = [(token[:k], token[k:]) for k in range(1, len(token)) if token[:k] in ids and token[k:] in ids]
         found.sort(key=lambda pair: (ids[pair[0]], ids[pair[1]]))
         ranked.extend((float(score), len(left), len(right), left, right) for left, right in found)
@@ -144,13 +144,13 @@ def _add_typed_tokens(tokenizer: Tokenizer, tokens: list[str], types: list[int],
     letters = set(_byte_alphabet().values()) if byte_level else None
     control = [
         AddedToken(t, normalized=False, special=True)
-        for t, kind in zip(tokens, types)
+        for t, kind in zip(tokens, types, strict=False)
         if kind == _CONTROL and (letters is None or set(t) <= letters)
     ]
     if control:
         tokenizer.add_special_tokens(control)
     vocab = tokenizer.get_vocab()
-    user = [AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types)
+    user = [AddedToken(t, normalized=False, special=False) for t, kind in zip(tokens, types, strict=False)
             if kind == _USER_DEFINED and t in vocab]  # fmt: skip
     if user:
         tokenizer.add_tokens(user)
