@@ -116,3 +116,25 @@ def test_sentencepiece_vocabulary_tokenises_like_hf(tmp_path: Path) -> None:
         assert ours.encode(text).ids == hf(text).input_ids, text
         assert ours.decode(ours.encode(text).ids) == hf.decode(hf(text).input_ids, skip_special_tokens=True), text
     assert ours.encode("hello").ids[0] == 1  # BOS, as llama.cpp adds to sentencepiece vocabularies by default
+
+
+def test_guided_decoding_reads_the_gguf_vocabulary(demo_gguf: Path) -> None:
+    """xgrammar gets the vocabulary from the GGUF (there is no tokenizer.json): regex-guided sampling matches."""
+    import dataclasses
+    import re
+
+    from engine_helpers import make_request, run_until_done, tokens_of
+
+    from trt_gateway.engine.gguf_tokenizer import gguf_tokenizer
+    from trt_gateway.types import GuidedDecoding
+
+    engine = LLMEngine(EngineConfig(model=str(demo_gguf), device="cpu", dtype="float32"))
+    tokenizer = gguf_tokenizer(demo_gguf)
+    pattern = r"(yes|no), [a-z]{2,6}\."
+    ids = tokenizer.encode("Answer: ").ids
+    for seed in range(4):
+        request = make_request(f"g{seed}", max_tokens=40, temperature=1.0, sampling={"seed": seed})
+        engine.add_request(dataclasses.replace(request, guided=GuidedDecoding(regex=pattern)), ids)
+    for rid, outputs in run_until_done(engine).items():
+        text = tokenizer.decode(tokens_of(outputs))
+        assert re.fullmatch(pattern, text), (rid, text)
