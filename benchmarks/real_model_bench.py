@@ -2,11 +2,10 @@
 gRPC, and HF transformers `generate` on the same file, same run, printed as JSON. Nothing is asserted.
 
 Every path runs the same chat prompt greedily for --new-tokens tokens (EOS ignored) at batch 1 and at each
---batch-sizes entry, in float32 on the CPU (the engine's default there). Decode tokens/s counts the tokens after the
-first over the time after the first: for the engine and the gateway from when the first token arrives; for HF, whose
-`generate` returns only at the end, as (N - 1) / (time for N tokens - time for 1 token). Each figure is the median of
---repeats runs. Paths run one after another in this process (the gateway on loopback in a thread), so load from
-elsewhere on the machine can hit them unevenly: the JSON records the machine's load average.
+--batch-sizes entry, in float32 on the CPU (the engine's default there). Decode tokens/s is measured the same way on
+every path, from wall times only: batch x (N - 1) / (time for N tokens - time for 1 token), which takes the prefill
+out. Each figure is the median of --repeats runs; within a repeat the paths take turns (the gateway serves on loopback
+from a thread of this process), and the JSON records the machine's load average.
 
     python benchmarks/real_model_bench.py                          # the cached default model (tests/real_models.py)
     python benchmarks/real_model_bench.py --model x.gguf --new-tokens 16 --repeats 1 --batch-sizes 1 --no-grpc
@@ -16,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -59,24 +60,21 @@ def prompt_ids(model: Path) -> list[int]:
     return list(gguf_tokenizer(model).encode(text, add_special_tokens=False).ids)
 
 
-def engine_run(engine: Any, ids: list[int], batch: int, n: int) -> tuple[float, int]:
-    """(decode seconds after the first token of the batch, tokens produced)."""
+def engine_run(engine: Any, ids: list[int], batch: int, n: int) -> float:
+    """Wall seconds for `batch` requests of `n` tokens each, prefill included."""
     from trt_gateway.types import GenerateRequest, Prompt, SamplingParams, StoppingCriteria
 
+    start = time.perf_counter()
     for i in range(batch):
         request = GenerateRequest(request_id=f"r{time.monotonic_ns()}-{i}", model="bench", prompt=Prompt(),
                                   sampling=SamplingParams(temperature=0.0),
                                   stopping=StoppingCriteria(max_tokens=n, ignore_eos=True))  # fmt: skip
         engine.add_request(request, ids)
-    first: float | None = None
     produced = 0
     while engine.has_unfinished():
-        for out in engine.step():
-            produced += len(out.new_token_ids)
-        if first is None and produced >= batch:
-            first = time.perf_counter()
-    assert first is not None
-    return time.perf_counter() - first, produced
+        produced += sum(len(out.new_token_ids) for out in engine.step())
+    assert produced == batch * n
+    return time.perf_counter() - start
 
 
 def hf_run(model: Any, ids: list[int], batch: int, n: int) -> float:
@@ -89,24 +87,22 @@ def hf_run(model: Any, ids: list[int], batch: int, n: int) -> float:
     return time.perf_counter() - start
 
 
-async def grpc_run(target: str, messages: list[dict[str, str]], batch: int, n: int) -> tuple[float, int]:
+async def grpc_run(target: str, messages: list[dict[str, str]], batch: int, n: int) -> float:
+    """Wall seconds for `batch` concurrent streams of `n` tokens each, timed at the client."""
     from trt_gateway import AsyncGatewayClient
 
-    async def one(client: AsyncGatewayClient) -> tuple[float, float, int]:
-        first, count = 0.0, 0
+    async def one(client: AsyncGatewayClient) -> int:
+        count = 0
         async with client.stream(messages=messages, max_tokens=n, ignore_eos=True, temperature=0.0) as stream:
             async for chunk in stream:
-                if count == 0 and chunk.token_ids:
-                    first = time.perf_counter()
-                    # Decoding is timed from the first token: a first chunk carrying several would inflate the rate.
-                    count -= len(chunk.token_ids) - 1
                 count += len(chunk.token_ids)
-        return first, time.perf_counter(), count
+        return count
 
+    start = time.perf_counter()
     async with AsyncGatewayClient(target) as client:
-        runs = await asyncio.gather(*(one(client) for _ in range(batch)))
-    first = max(r[0] for r in runs)  # every stream has its first token: decoding proper starts
-    return max(r[1] for r in runs) - first, sum(r[2] for r in runs)
+        counts = await asyncio.gather(*(one(client) for _ in range(batch)))
+    assert sum(counts) == batch * n
+    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -133,47 +129,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     engine = LLMEngine(EngineConfig(model=str(model), device="cpu", dtype="float32", max_model_len=1024,
                                     max_num_seqs=max(sizes)))  # fmt: skip
     result["engine_load_s"] = round(time.perf_counter() - t0, 2)
-    engine_run(engine, ids, 1, 2)  # warm-up
-    figures: dict[str, dict[str, float]] = {}
-    figures["engine"] = {}
-    for b in sizes:
-        rates = []
+    paths: dict[str, Callable[[int, int], float]] = {"engine": lambda b, k: engine_run(engine, ids, b, k)}
+    with contextlib.ExitStack() as stack:
+        if not args.no_grpc:
+            from trt_gateway.executors.native import NativeExecutor
+            from trt_gateway.testing import LiveGateway
+
+            executor = NativeExecutor(model, options={"device": "cpu", "dtype": "float32", "max_model_len": 1024,
+                                                      "max_num_seqs": max(sizes)})  # fmt: skip
+            target = stack.enter_context(LiveGateway(executor))
+            paths["gateway_grpc"] = lambda b, k: asyncio.run(grpc_run(target, CHAT, b, k))
+        if not args.no_hf:
+            from transformers import AutoModelForCausalLM
+
+            t0 = time.perf_counter()
+            hf = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=torch.float32).eval()
+            result["hf_load_s"] = round(time.perf_counter() - t0, 2)
+            paths["hf_transformers"] = lambda b, k: hf_run(hf, ids, b, k)
+        for run in paths.values():
+            run(1, 2)  # warm-up
+        # Paths take turns within each repeat, so load from elsewhere on the machine hits them alike.
+        rates: dict[str, dict[int, list[float]]] = {path: {b: [] for b in sizes} for path in paths}
         for _ in range(args.repeats):
-            seconds, produced = engine_run(engine, ids, b, n)
-            assert produced == b * n
-            rates.append(b * (n - 1) / seconds)
-        figures["engine"][f"batch{b}"] = statistics.median(rates)
-    del engine
-
-    if not args.no_grpc:
-        from trt_gateway.executors.native import NativeExecutor
-        from trt_gateway.testing import LiveGateway
-
-        executor = NativeExecutor(model, options={"device": "cpu", "dtype": "float32", "max_model_len": 1024,
-                                                  "max_num_seqs": max(sizes)})  # fmt: skip
-        with LiveGateway(executor) as target:
-            asyncio.run(grpc_run(target, CHAT, 1, 2))  # warm-up
-            figures["gateway_grpc"] = {}
             for b in sizes:
-                rates = []
-                for _ in range(args.repeats):
-                    seconds, timed = asyncio.run(grpc_run(target, CHAT, b, n))
-                    rates.append((timed - b) / seconds)  # tokens after each stream's first, over that time
-                figures["gateway_grpc"][f"batch{b}"] = statistics.median(rates)
-
-    if not args.no_hf:
-        from transformers import AutoModelForCausalLM
-
-        t0 = time.perf_counter()
-        hf = AutoModelForCausalLM.from_pretrained(model.parent, gguf_file=model.name, dtype=torch.float32).eval()
-        result["hf_load_s"] = round(time.perf_counter() - t0, 2)
-        hf_run(hf, ids, 1, 2)  # warm-up
-        figures["hf_transformers"] = {}
-        for b in sizes:
-            rates = []
-            for _ in range(args.repeats):
-                rates.append(b * (n - 1) / (hf_run(hf, ids, b, n) - hf_run(hf, ids, b, 1)))
-            figures["hf_transformers"][f"batch{b}"] = statistics.median(rates)
+                for path, run in paths.items():
+                    rates[path][b].append(b * (n - 1) / (run(b, n) - run(b, 1)))
+    figures = {path: {f"batch{b}": statistics.median(r) for b, r in rows.items()} for path, rows in rates.items()}
 
     result["decode_tok_s"] = {path: {k: round(v, 1) for k, v in rows.items()} for path, rows in figures.items()}
     if "hf_transformers" in figures:
