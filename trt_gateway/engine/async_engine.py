@@ -102,18 +102,23 @@ class AsyncEngine:
         stepping there. Raises EngineConfigError naming what to change when the checkpoint cannot be served."""
         from tokenizers import Tokenizer
 
+        from trt_gateway.engine import gguf_checkpoint, gguf_tokenizer
         from trt_gateway.engine.chat_template import ChatTemplate
 
         self = cls(config)
         model = Path(config.model)
         tokenizer_file = model / "tokenizer.json"
-        if not tokenizer_file.is_file():
+        if (gguf_file := gguf_checkpoint.find_gguf(model)) is not None:
+            tokenizer = gguf_tokenizer.gguf_tokenizer(gguf_file)
+            template = gguf_tokenizer.gguf_chat_template(gguf_file)
+        elif not tokenizer_file.is_file():
             raise EngineConfigError(f"{model} has no tokenizer.json (HF fast tokenizer required)", field="model")
-        try:
-            tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        except Exception as exc:  # tokenizers raises a bare Exception for a corrupt file
-            raise EngineConfigError(f"{tokenizer_file} cannot be read ({exc})", field="model") from exc
-        template = ChatTemplate.from_pretrained(model)
+        else:
+            try:
+                tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            except Exception as exc:  # tokenizers raises a bare Exception for a corrupt file
+                raise EngineConfigError(f"{tokenizer_file} cannot be read ({exc})", field="model") from exc
+            template = ChatTemplate.from_pretrained(model)
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[LLMEngine] = self._loop.create_future()
         # One tokenizer for both sides: `tokenizers.Tokenizer` is safe to share between threads.

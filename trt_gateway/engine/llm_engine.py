@@ -40,6 +40,7 @@ import torch
 from trt_gateway import errors, validation
 from trt_gateway.engine.block_manager import BlockManager
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
+from trt_gateway.engine.gguf_checkpoint import find_gguf
 from trt_gateway.engine.input_processor import EngineBounds, EngineRequest, prepare
 from trt_gateway.engine.kv_cache import fit_kv_cache
 from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype, resolve_fp8
@@ -145,8 +146,9 @@ class LLMEngine:
         self._pending: collections.deque[tuple[str, FinishReason]] = collections.deque()
         self._arrivals = 0
         self._rng = random.Random(config.seed)
+        gguf_file = find_gguf(config.model)  # a GGUF file is its own tokenizer file
         self.structured = GrammarBackend(
-            Path(config.model) / "tokenizer.json",
+            gguf_file or Path(config.model) / "tokenizer.json",
             self.model_config.vocab_size,
             self.eos_token_ids,
             compile_timeout_s=config.guided_compile_timeout_s,

@@ -1,4 +1,4 @@
-"""Load an HF-format checkpoint into a `LlamaForCausalLM` without building (or initialising) the weights twice.
+"""Load an HF-format checkpoint (or a GGUF file: `gguf_checkpoint`) into a `LlamaForCausalLM` without building (or initialising) the weights twice.
 
 1. build the module tree on the `meta` device (no memory, no random init);
 2. check every checkpoint tensor's name and shape against it from the safetensors headers alone, so a wrong
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from trt_gateway.engine import gguf_checkpoint
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
 from trt_gateway.engine.model_config import ModelConfig
@@ -122,8 +123,9 @@ def _checkpoint_model(
     use_kernels: bool,
     fp8: bool,
 ) -> LlamaForCausalLM:
-    files = sorted(Path(path).glob("*.safetensors"))
-    if not files:
+    gguf_file = gguf_checkpoint.find_gguf(path)
+    files = sorted(Path(path).glob("*.safetensors")) if gguf_file is None else []
+    if not files and gguf_file is None:
         raise EngineConfigError(
             f"no *.safetensors files in {str(path)!r} (.bin checkpoints are not supported)", field="model"
         )
@@ -134,6 +136,26 @@ def _checkpoint_model(
     if cfg.tie_word_embeddings:
         expected.pop("lm_head.weight")
 
+    scales: dict[str, torch.Tensor] = {}
+    if gguf_file is not None:
+        heads = (cfg.num_attention_heads, cfg.num_key_value_heads)
+        state = gguf_checkpoint.load_state_dict(gguf_file, expected, *heads, dtype, device)
+    else:
+        state = _read_safetensors(files, expected, cfg, device, dtype)
+        if cfg.fp8:
+            state, scales = split_fp8_state(state, dtype, fp8)
+    if cfg.tie_word_embeddings:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    model.load_state_dict(state, strict=True, assign=True)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[assignment]  # one Parameter
+    adopt_scales(model, scales)
+    return model.eval()
+
+
+def _read_safetensors(
+    files: list[Path], expected: dict[str, tuple[int, ...]], cfg: ModelConfig, device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     located = _check_headers(files, expected, cfg.tie_word_embeddings, is_quantization_tensor if cfg.fp8 else None)
     state: dict[str, torch.Tensor] = {}
     device_name = str(device) if device.type != "cuda" or device.index is not None else "cuda:0"
@@ -142,16 +164,7 @@ def _checkpoint_model(
             for name in names:
                 tensor = f.get_tensor(name)
                 state[name] = tensor if cfg.fp8 else tensor.to(dtype)  # FP8 tensors: split_fp8_state casts
-    scales: dict[str, torch.Tensor] = {}
-    if cfg.fp8:
-        state, scales = split_fp8_state(state, dtype, fp8)
-    if cfg.tie_word_embeddings:
-        state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    model.load_state_dict(state, strict=True, assign=True)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight  # type: ignore[assignment]  # one Parameter
-    adopt_scales(model, scales)
-    return model.eval()
+    return state
 
 
 @torch.inference_mode()

@@ -82,7 +82,14 @@ class ModelConfig:
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ModelConfig:
+        """From an HF checkpoint folder, or a GGUF file (or a folder holding one): see `gguf_checkpoint`."""
+        from trt_gateway.engine import gguf_checkpoint
+
         path = Path(path)
+        gguf_file = gguf_checkpoint.find_gguf(path)
+        if gguf_file is not None:
+            meta = gguf_checkpoint.read_metadata(gguf_file)
+            return parse_model_config(*gguf_checkpoint.hf_config(meta, gguf_checkpoint.tensor_names(gguf_file)))
         config_file = path / "config.json"
         if not config_file.is_file():
             raise EngineConfigError(f"no config.json in {str(path)!r}", field="model")

@@ -109,7 +109,12 @@ class GrammarBackend:
                         f"guided decoding needs the model's tokenizer.json, not found at {self._tokenizer_file}",
                         field="guided",
                     )
-                tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(self._tokenizer_file))
+                if self._tokenizer_file.suffix == ".gguf":
+                    from trt_gateway.engine.gguf_tokenizer import gguf_tokenizer
+
+                    tokenizer = PreTrainedTokenizerFast(tokenizer_object=gguf_tokenizer(self._tokenizer_file))
+                else:
+                    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(self._tokenizer_file))
                 info = xgr.TokenizerInfo.from_huggingface(
                     tokenizer, vocab_size=self.vocab_size, stop_token_ids=self._stop_token_ids
                 )
