@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,24 @@ def write_model(path: Path, **config: Any) -> str:
          **config}
     ))
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2]}))
+    return str(path)
+
+
+def write_adapter(root: Path, name: str, r: int = 8, modules: Sequence[str] = ("q_proj", "v_proj"),
+                  weights: bool = True, fill: float = 0.01, dtype: str = "float32") -> str:
+    """A PEFT-layout LoRA directory for the doubles (which read no weights): a real safetensors file of small A/B
+    tensors, since the gateway checks their dtypes and values at load (`fill` NaN or `dtype` int8 make it refuse)."""
+    import safetensors.torch
+    import torch
+
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": r, "lora_alpha": 2 * r, "target_modules": list(modules)}))
+    if weights:
+        prefix = "base_model.model.model.layers.0.self_attn"
+        tensors = {f"{prefix}.{m}.lora_{ab}.weight": torch.full((r, r), fill).to(getattr(torch, dtype))
+                   for m in modules for ab in "AB"}
+        safetensors.torch.save_file(tensors, str(path / "adapter_model.safetensors"))
     return str(path)
 
 

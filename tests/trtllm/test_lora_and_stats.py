@@ -54,6 +54,9 @@ async def test_load_list_unload_with_stable_ids(executor: Any, root: Path) -> No
         (lambda root: write_adapter(root, "big", r=32), errors.InvalidArgument, "r=32 is outside"),
         (lambda root: write_adapter(root, "noweights", weights=False), errors.InvalidArgument, "adapter_model"),
         (lambda root: str(root / "missing"), errors.InvalidArgument, "does not exist"),
+        # TensorRT-LLM reads the weights itself: the gateway checks dtypes and values first (a NaN made outputs empty)
+        (lambda root: write_adapter(root, "nan", fill=float("nan")), errors.InvalidArgument, "NaN or infinite"),
+        (lambda root: write_adapter(root, "bool", dtype="bool"), errors.InvalidArgument, "dtype BOOL"),
     ],
 )
 async def test_bad_adapters(executor: Any, root: Path, make: Any, error: type, message: str) -> None:

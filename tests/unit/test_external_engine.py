@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 
+import doubles
 import pytest
 
 from trt_gateway import errors
@@ -54,10 +55,7 @@ class StandIn(ExternalEngineExecutor[AdapterRegistry]):
 
 
 def write_adapter(path: Path) -> str:
-    path.mkdir()
-    (path / "adapter_config.json").write_text('{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}')
-    (path / "adapter_model.safetensors").write_bytes(b"")
-    return str(path)
+    return doubles.write_adapter(path.parent, path.name, modules=("q_proj",))
 
 
 @pytest.fixture

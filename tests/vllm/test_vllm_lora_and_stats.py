@@ -62,6 +62,10 @@ async def test_load_list_unload_with_stable_ids(executor: Any, root: Path, contr
         (lambda root: write_adapter(root, "big", r=32), "r=32 is outside"),  # the gateway's check
         (lambda root: write_adapter(root, "noweights", weights=False), "adapter_model"),
         (lambda root: str(root / "missing"), "does not exist"),
+        # the engine reads the weights itself: the gateway checks dtypes and values first (a NaN made outputs empty)
+        (lambda root: write_adapter(root, "nan", fill=float("nan")), "NaN or infinite"),
+        (lambda root: write_adapter(root, "inf", fill=float("inf")), "NaN or infinite"),
+        (lambda root: write_adapter(root, "int8", dtype="int8"), "dtype I8"),
     ],
 )
 async def test_bad_adapters(executor: Any, root: Path, make: Any, message: str, control: Any) -> None:

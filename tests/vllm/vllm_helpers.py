@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from doubles import write_model  # noqa: F401  (the tests here import it from this module)
+from doubles import write_adapter, write_model  # noqa: F401  (the tests here import them from this module)
 
 from trt_gateway.config import ExecutorConfig, from_mapping
 from trt_gateway.executors.vllm import VllmExecutor
 from trt_gateway.types import GenerateRequest, Prompt, TokenDelta
-
-
-def write_adapter(root: Path, name: str, r: int = 8, modules: Sequence[str] = ("q_proj", "v_proj"),
-                  weights: bool = True) -> str:
-    path = root / name
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "adapter_config.json").write_text(json.dumps({"r": r, "lora_alpha": 2 * r, "target_modules": list(modules)}))
-    if weights:
-        (path / "adapter_model.safetensors").write_bytes(b"\0")
-    return str(path)
 
 
 def executor_section(model: str, **kwargs: Any) -> dict[str, Any]:

@@ -97,6 +97,19 @@ def check_files(path: str, field: str) -> None:
     raise errors.InvalidArgument(f"{field}: adapter at {path}: {'; '.join(problems)}", field=field)
 
 
+def check_weights(path: str) -> None:
+    """Dtypes and NaN / inf of adapter_model.safetensors, once at load: the engine reads the weights itself later,
+    and a NaN adapter would make its outputs empty. An adapter_model.bin (a pickle) is left to the engine's loader:
+    reading it here would mean unpickling an untrusted file."""
+    try:
+        adapter_files.check_file(path, "adapter_model.safetensors")
+    except adapter_files.Unreadable:
+        return
+    from trt_gateway.engine.lora.adapter import check_weights_file  # torch: every external engine brings it
+
+    check_weights_file(Path(path))
+
+
 class AdapterRegistry:
     def __init__(
         self,
@@ -140,7 +153,9 @@ class AdapterRegistry:
                 f"({', '.join(sorted(self.target_modules))}) do not include",
                 field="path",
             )
-        adapter = Adapter(name, path, next(self._ids), rank, lora_alpha(cfg, rank), modules)
+        alpha = lora_alpha(cfg, rank)
+        check_weights(path)
+        adapter = Adapter(name, path, next(self._ids), rank, alpha, modules)
         self._adapters[name] = adapter
         return adapter
 

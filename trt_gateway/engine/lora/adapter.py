@@ -139,12 +139,7 @@ def load_weights(path: Path, config: AdapterConfig, modules: Mapping[str, tuple[
     3. check dtypes and shapes from the header: floating point, A [r, in], B [out, r], r = the config's rank;
     4. require A and B in pairs, read them, refuse NaN / inf, and fold the scaling into B (float32).
     """
-    try:
-        data = adapter_files.read_file(str(path), WEIGHTS_FILE, MAX_WEIGHTS_BYTES)
-    except adapter_files.Unreadable as exc:
-        hint = " (adapter_model.bin is not supported: re-save with safe_serialization)" if exc.missing and (
-            path / "adapter_model.bin").is_file() else ""
-        raise _invalid(path, exc.reason + hint) from None
+    data = _read_weights(path)
     header = _header(path, data)
     r = config.rank
     targets = set(config.target_modules)
@@ -156,9 +151,7 @@ def load_weights(path: Path, config: AdapterConfig, modules: Mapping[str, tuple[
         module = match["module"]
         if module.rsplit(".", 1)[-1] not in targets:
             raise _invalid(path, f"tensor {key[:200]!r} is for a module outside target_modules")
-        if entry.get("dtype") not in FLOAT_DTYPES:
-            raise _invalid(path, f"tensor {key[:200]!r} has dtype {str(entry.get('dtype'))[:16]}; LoRA weights must be "
-                                 f"floating point ({', '.join(FLOAT_DTYPES)})")
+        _check_dtype(path, key, entry)
         shapes[(module, match["ab"])] = (key, tuple(entry.get("shape") or ()))
     for (module, ab), (key, shape) in sorted(shapes.items()):
         in_f, out_f = modules[module]
@@ -169,22 +162,58 @@ def load_weights(path: Path, config: AdapterConfig, modules: Mapping[str, tuple[
             raise _invalid(path, f"tensor {key[:200]!r} has no matching lora_{'B' if ab == 'A' else 'A'}")
     if not shapes:
         raise _invalid(path, f"{WEIGHTS_FILE} holds no LoRA tensors")
-    try:
-        tensors = safetensors.torch.load(data)
-    except Exception:  # noqa: BLE001 - a corrupt file raises whatever safetensors raises
-        raise _invalid(path, f"{WEIGHTS_FILE} cannot be read: not a valid safetensors file") from None
+    tensors = _tensors(path, data)
     a: dict[str, torch.Tensor] = {}
     b: dict[str, torch.Tensor] = {}
     for (module, ab), (key, _) in shapes.items():
-        tensor = tensors[key].to(torch.float32)
-        if not bool(torch.isfinite(tensor).all()):  # a NaN in B makes every logit NaN: the output would be empty
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise _invalid(path, f"tensor {key[:200]!r} holds {bad} NaN or infinite value(s) (in float32)")
+        tensor = _finite(path, key, tensors[key])
         if ab == "A":
             a[module] = tensor.contiguous()
         else:
             b[module] = (tensor * config.scaling).contiguous()
     return LoraWeights(rank=r, a=a, b=b)
+
+
+def check_weights_file(path: Path) -> None:
+    """The dtype and NaN / inf checks alone, for executors whose engine reads the adapter itself (trtllm, vllm):
+    they know nothing of the module shapes, but a NaN adapter would make their outputs empty all the same."""
+    data = _read_weights(path)
+    for key, entry in _header(path, data).items():
+        _check_dtype(path, key, entry)
+    for key, tensor in _tensors(path, data).items():
+        _finite(path, key, tensor)
+
+
+def _read_weights(path: Path) -> bytes:
+    try:
+        return adapter_files.read_file(str(path), WEIGHTS_FILE, MAX_WEIGHTS_BYTES)
+    except adapter_files.Unreadable as exc:
+        hint = " (adapter_model.bin is not supported: re-save with safe_serialization)" if exc.missing and (
+            path / "adapter_model.bin").is_file() else ""
+        raise _invalid(path, exc.reason + hint) from None
+
+
+def _check_dtype(path: Path, key: str, entry: dict[str, Any]) -> None:
+    if entry.get("dtype") not in FLOAT_DTYPES:
+        raise _invalid(path, f"tensor {key[:200]!r} has dtype {str(entry.get('dtype'))[:16]}; LoRA weights must be "
+                             f"floating point ({', '.join(FLOAT_DTYPES)})")
+
+
+def _tensors(path: Path, data: bytes) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load(data)
+    except Exception:  # noqa: BLE001 - a corrupt file raises whatever safetensors raises
+        raise _invalid(path, f"{WEIGHTS_FILE} cannot be read: not a valid safetensors file") from None
+
+
+def _finite(path: Path, key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in float32, refused if any value is NaN or infinite (a NaN in B makes every logit NaN: the output
+    would be empty)."""
+    tensor = tensor.to(torch.float32)
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise _invalid(path, f"tensor {key[:200]!r} holds {bad} NaN or infinite value(s) (in float32)")
+    return tensor
 
 
 def _header(path: Path, data: bytes) -> dict[str, dict[str, Any]]:
