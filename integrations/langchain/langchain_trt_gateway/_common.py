@@ -37,6 +37,7 @@ REQUEST_KEYS = CALL_FIELDS  # request fields a call, `.bind(...)` or `model_kwar
 _CALL_OPTIONS = frozenset({"timeout"})  # per-call options that are not request fields
 _IGNORED = frozenset({"stream"})  # LangChain's own streaming switch; it reaches `_generate` as a kwarg
 GUIDED_KEYS = frozenset({"json_schema", "regex", "grammar", "choice"})  # guided decoding: structured output
+UNFORCED_TOOL_CHOICES = (None, "auto", "none")  # any other tool_choice forces a call, which the server guides
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,11 @@ class GatewayFields(BaseModel):
     def _resolve(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> ResolvedCall:
         """Instance defaults, then `model_kwargs`, then per-call keywords (a per-call None removes a default).
 
-        A guided (structured) request with no temperature set anywhere is greedy: structured output wants the most
-        likely valid value, and sampling makes a small model wander inside open strings until `max_tokens`.
+        A guided request with no temperature set anywhere is greedy: structured output wants the most likely valid
+        value, and sampling makes a small model wander inside open strings until `max_tokens`. A forced tool call
+        (tool_choice "required" or a tool's name) is guided too, by the server: without this default it would be
+        sampled at the server's temperature 1 with a seed the engine draws per request, so the same call could
+        pick different arguments from one request to the next.
         """
         unknown = sorted(set(kwargs) - REQUEST_KEYS - _CALL_OPTIONS - _IGNORED)
         if unknown:
@@ -154,7 +158,8 @@ class GatewayFields(BaseModel):
         params = {**defaults, **self.model_kwargs, **{k: v for k, v in kwargs.items() if k in REQUEST_KEYS}}
         stops = stop if stop is not None else params.pop("stop", None) or self.stop
         params["stop"] = list(stops) if stops else None
-        if params.get("temperature") is None and any(params.get(k) is not None for k in GUIDED_KEYS):
+        guided = any(params.get(k) is not None for k in GUIDED_KEYS)
+        if params.get("temperature") is None and (guided or params.get("tool_choice") not in UNFORCED_TOOL_CHOICES):
             params["temperature"] = 0.0
         return ResolvedCall({k: v for k, v in params.items() if v is not None}, kwargs.get("timeout"))
 

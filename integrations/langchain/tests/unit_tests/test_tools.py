@@ -134,6 +134,19 @@ def test_resolve_makes_guided_calls_greedy_unless_told() -> None:
     assert "temperature" not in llm._resolve(None, {}).params
 
 
+@pytest.mark.parametrize("choice", ["any", True, "add", {"type": "function", "function": {"name": "add"}}])
+def test_forced_tool_calls_are_greedy_unless_told(choice: Any) -> None:
+    # The server guides a forced call; left at its default temperature (1) with an engine-drawn seed, the same call
+    # picked different arguments from one request to the next (seen as CET vs UTC in the LangChain suite).
+    llm = ChatTrtGateway(model="m")
+    forced = {"tools": format_tools([add]), "tool_choice": choice}
+    assert llm._prepare([HumanMessage("hi")], None, dict(forced))[0].params["temperature"] == 0
+    assert llm._prepare([HumanMessage("hi")], None, {**forced, "temperature": 0.4})[0].params["temperature"] == 0.4
+    for unforced in ("auto", "none", None):
+        call = llm._prepare([HumanMessage("hi")], None, {**forced, "tool_choice": unforced})[0]
+        assert "temperature" not in call.params
+
+
 def test_prepare_sends_the_tools_to_the_server() -> None:
     llm = ChatTrtGateway(model="m")
     tools = format_tools([add])
