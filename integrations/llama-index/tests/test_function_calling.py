@@ -10,7 +10,7 @@ import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock, ToolCallBlock
 from llama_index.core.tools import FunctionTool
 from trt_gateway.executors.echo import EchoExecutor
-from trt_gateway.testing import LiveGateway
+from trt_gateway.testing import API_KEY, LiveGateway, Scripted
 from trt_gateway.types import GenerateRequest, TokenDelta, ToolCall
 
 from llama_index.llms.trt_gateway import TrtGateway
@@ -113,3 +113,19 @@ def test_forced_call_on_the_demo_model_validates() -> None:
     (forced,) = llm.get_tool_calls_from_response(named)
     assert forced.tool_name == "get_time" and forced.tool_kwargs["zone"] in {"UTC", "CET", "JST"}
     assert json.loads(named.message.additional_kwargs["tool_calls"][0]["function"]["arguments"]) == forced.tool_kwargs
+
+
+
+def test_forced_calls_are_greedy_unless_told(scripted: tuple[str, Scripted]) -> None:
+    """Regression: a forced call (tool_choice "required" or a tool's name) went out with no temperature, so the
+    server sampled it at 1.0, seeded by the engine in arrival order: the same prompt gave different arguments."""
+    target, executor = scripted
+    llm = TrtGateway(target=target, model="scripted", api_key=API_KEY, max_tokens=32)
+    for choice in ("required", "get_weather"):
+        llm.chat_with_tools([WEATHER], user_msg="Weather in Paris?", tool_choice=choice)
+        assert executor.requests[-1].sampling.temperature == 0
+    told = TrtGateway(target=target, model="scripted", api_key=API_KEY, max_tokens=32, temperature=0.7)
+    told.chat_with_tools([WEATHER], user_msg="Weather in Paris?", tool_choice="required")
+    assert executor.requests[-1].sampling.temperature == pytest.approx(0.7)
+    llm.chat_with_tools([WEATHER], user_msg="Weather in Paris?")  # auto: unconstrained, the server's default
+    assert executor.requests[-1].sampling.temperature == 1.0

@@ -204,8 +204,11 @@ class TrtGateway(FunctionCallingLLM):
         params = {**defaults, **self.additional_kwargs, **call}
         if params.get("stop") == []:
             params["stop"] = None
-        if params.get("temperature") is None and any(params.get(k) is not None for k in GUIDED_KEYS):
-            params["temperature"] = 0.0  # a structured call with no temperature set is greedy
+        forced = params.get("tool_choice") not in (None, "auto", "none")  # the server guides a forced call
+        if params.get("temperature") is None and (forced or any(params.get(k) is not None for k in GUIDED_KEYS)):
+            # A structured call or a forced tool call with no temperature set is greedy: sampled (the server's
+            # default, 1.0) a small model wanders inside open strings, and its seed follows the engine's arrival order.
+            params["temperature"] = 0.0
         if "json_schema" in params and "json_schema" not in info.capabilities.guided:
             raise errors.Unimplemented(
                 f"structured output needs guided decoding by json_schema, and model {info.name!r} on this gateway "
