@@ -1,0 +1,144 @@
+"""Which grammar compile runs next, so that nobody's small constraint waits behind somebody else's huge one.
+
+A compile's cost grows with its constraint (6,000 choices: seconds; a short regex or a tool's schema: milliseconds)
+and a started compile cannot be interrupted, so one shared FIFO let a burst of huge compiles hold every thread while
+an unrelated small request waited out its whole budget. The policy (docs/guided.md, "Cost and bounds"):
+
+- **Two lanes.** A constraint of at most `SMALL_CHARS` characters, or one compiled before (xgrammar's cache answers it
+  in microseconds), runs in the small lane: one thread of its own that big compiles never occupy. Everything else
+  runs in the big lane (`guided_compile_threads` threads), whose threads also run at a lower CPU priority than the
+  small lane's, so on a busy machine a small compile gets most of a core even while big ones run.
+- **Tenants take turns** within each lane: the next compile to start is the oldest of the tenant after the one served
+  last, so a client sending many compiles delays its own, not everyone's. A tenant is an API key: the gateway runs a
+  key's requests under ids `k<index>:<id>` (server/auth.py); without keys every request is one tenant and each lane
+  is first come, first served.
+- **One compile per constraint.** Requests with the same constraint while it is queued or running share that compile;
+  once it has finished, the same constraint is a cache hit in the small lane.
+- **Dropped when nobody waits.** A compile whose every request has gone (client away, budget spent) before it started
+  never runs; one that started finishes into the cache.
+
+All scheduling happens on the event loop (no locks); only the compiles themselves run in the lanes' threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from trt_gateway.engine import background
+
+# The small lane's bound. On the demo model's vocabulary, 4,096 characters of choices compile in about 0.1 s on one
+# core (6,000 choices of 20 letters, 140,000 characters: about 2 s); common tool and response schemas are well under.
+SMALL_CHARS = 4096
+BIG_NICENESS = background.NICENESS + 5  # Linux CFS: a weight about 3x below the small lane's
+_TENANT = re.compile(r"k\d+:")  # the namespace auth.Caller.owned_id puts in front of a keyed request's id
+
+
+def tenant(request_id: str) -> str:
+    """The API key a request id belongs to, as its namespace ("k3:"), or "" when the gateway runs without keys."""
+    found = _TENANT.match(request_id)
+    return found.group() if found else ""
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    fn: Callable[[], Any]
+    result: asyncio.Future[Any]
+    tenant: str
+    waiters: int = 0
+    started: bool = False
+
+
+class _Lane:
+    """`threads` compiles at a time; the next is the oldest of the tenant whose turn it is."""
+
+    def __init__(self, threads: int, name: str, niceness: int) -> None:
+        self._pool = background.pool(threads, name, niceness)
+        self._free = threads
+        self._turns: dict[str, deque[_Job]] = {}  # tenants with queued compiles, in turn order (insertion order)
+
+    def add(self, job: _Job) -> None:
+        self._turns.setdefault(job.tenant, deque()).append(job)
+        self._start_next()
+
+    def _next(self) -> _Job | None:
+        while self._turns:
+            name = next(iter(self._turns))
+            queue = self._turns.pop(name)
+            job = queue.popleft()
+            if queue:
+                self._turns[name] = queue  # to the back of the line
+            if not job.result.done():  # done before it started: dropped (nobody waits) or shut down
+                return job
+        return None
+
+    def _start_next(self) -> None:
+        while self._free and (job := self._next()) is not None:
+            self._free -= 1
+            job.started = True
+            running = asyncio.get_running_loop().run_in_executor(self._pool, job.fn)
+            running.add_done_callback(partial(self._finished, job))
+
+    def _finished(self, job: _Job, running: asyncio.Future[Any]) -> None:
+        self._free += 1
+        if not job.result.done():
+            if running.cancelled():
+                job.result.cancel()
+            elif (error := running.exception()) is not None:
+                job.result.set_exception(error)
+            else:
+                job.result.set_result(running.result())
+        self._start_next()
+
+    def shutdown(self, error: BaseException) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for queue in self._turns.values():
+            for job in queue:
+                if not job.result.done():
+                    job.result.set_exception(error)
+        self._turns.clear()
+
+
+class CompileLanes:
+    def __init__(self, big_threads: int, name: str = "trt-gateway-grammar") -> None:
+        self._small = _Lane(1, f"{name}-small", background.NICENESS)
+        self._big = _Lane(big_threads, name, BIG_NICENESS)
+        self._pending: dict[bytes, _Job] = {}  # constraints queued or compiling
+        self._compiled: set[bytes] = set()  # constraints in xgrammar's cache (its size is unlimited: never evicted)
+
+    async def run(self, constraint: str, owner: str, fn: Callable[[], Any]) -> Any:
+        """fn() (which compiles `constraint`, the exact text xgrammar is given, kind included) in its lane, or the
+        result of the same constraint's compile already under way. Cancelling the caller stops its wait; when no
+        caller waits any more, a compile that has not started is dropped."""
+        key = hashlib.blake2b(constraint.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        job = self._pending.get(key)
+        if job is None:
+            job = _Job(fn, asyncio.get_running_loop().create_future(), owner)
+            self._pending[key] = job
+            job.result.add_done_callback(partial(self._settled, key, job))
+            small = len(constraint) <= SMALL_CHARS or key in self._compiled
+            (self._small if small else self._big).add(job)
+        job.waiters += 1
+        try:
+            return await asyncio.shield(job.result)
+        finally:
+            job.waiters -= 1
+            if not job.waiters and not job.started:
+                job.result.cancel()
+
+    def _settled(self, key: bytes, job: _Job, result: asyncio.Future[Any]) -> None:
+        if self._pending.get(key) is job:
+            del self._pending[key]
+        if not result.cancelled() and result.exception() is None:
+            self._compiled.add(key)
+
+    def shutdown(self, error: BaseException) -> None:
+        """On the event loop: compiles not started fail with `error`."""
+        self._small.shutdown(error)
+        self._big.shutdown(error)
