@@ -7,16 +7,13 @@ tokenized in four normal threads stalled the event loop for up to 1 s; in one lo
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-NICENESS = 10
 
-
-def pool(workers: int, name: str, niceness: int = NICENESS) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, name, initializer=functools.partial(lower_priority, niceness))
+def pool(workers: int, name: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, name, initializer=lower_priority)
 
 
 def default_workers() -> int:
@@ -24,10 +21,10 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) // 4)
 
 
-def lower_priority(niceness: int = NICENESS) -> None:
+def lower_priority() -> None:
     """Linux: niceness is per thread, and threads started from this one (xgrammar's) inherit it. Best effort:
     elsewhere the work just runs at normal priority."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     except (AttributeError, OSError):
         pass
