@@ -132,7 +132,8 @@ class CompileLanes:
             return await asyncio.shield(job.result)
         finally:
             job.waiters -= 1
-            if not job.waiters and not job.started:
+            if not job.waiters and not job.started and not job.result.done():
+                del self._pending[key]  # now, not in _settled's callback: a request arriving meanwhile starts afresh
                 job.result.cancel()
 
     def _settled(self, key: bytes, job: _Job, result: asyncio.Future[Any]) -> None:
