@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trt_gateway import errors, validation
-from trt_gateway.engine import structured_output
+from trt_gateway.engine import compile_lanes, structured_output
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.input_processor import EngineRequest, InputProcessor, input_size
 from trt_gateway.engine.llm_engine import LLMEngine, StepOutput
@@ -332,7 +332,9 @@ async def _prepare(inputs: InputProcessor, request: GenerateRequest) -> EngineRe
     """The three input stages (input_processor.py), none of them on the event loop."""
     p = request.prompt
     ids = await inputs.in_thread(input_size(p.text, p.messages, p.token_ids), inputs.checked_ids, request)
-    grammar = await inputs.structured.compile_async(request.guided) if request.guided.kind is not None else None
+    grammar = None
+    if request.guided.kind is not None:
+        grammar = await inputs.structured.compile_async(request.guided, compile_lanes.tenant(request.request_id))
     if request.adapter is None:
         return EngineRequest(request, ids, grammar)
     return await _pin(inputs, request, ids, grammar)

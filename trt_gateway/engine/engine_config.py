@@ -76,7 +76,8 @@ class EngineConfig:
     ngram_max: int = 4  # prompt lookup matches the last ngram_max .. ngram_min tokens, longest first
     ngram_min: int = 2
     # Guided decoding: a constraint must compile within this budget (counted from submission, so waiting behind
-    # other compiles counts) in this many dedicated threads; see structured_output.py.
+    # other compiles counts); constraints over 4,096 characters compile in this many dedicated threads, smaller ones
+    # in one more (compile_lanes.py).
     guided_compile_timeout_s: float = 10.0
     guided_compile_threads: int = 2
 

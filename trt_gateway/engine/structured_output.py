@@ -15,11 +15,13 @@ xgrammar (and the transformers tokenizer wrapper it reads vocabularies through) 
 engine that never sees a guided request does not pay for it.
 
 Cost: a compile can take seconds (thousands of choices, a big schema), so `compile_async` runs it in the backend's
-own few threads, never the event loop's default pool nor the engine thread: xgrammar releases the GIL while it
-compiles, and the threads run at a lower CPU priority, so plain requests keep their pace. Each compile has a time
-budget counted from submission; a caller that gives up (its client went away, the budget ran out) drops a compile
-that has not started. One that has started cannot be interrupted: it finishes into xgrammar's cache, which is why
-the server bounds the size of every constraint (`limits.max_guided_*`) before it gets here.
+own threads, never the event loop's default pool nor the engine thread: xgrammar releases the GIL while it
+compiles, and the threads run at a lower CPU priority, so plain requests keep their pace. Which compile runs next is
+compile_lanes.py's policy: small constraints (and ones already compiled) in a lane of their own that big compiles
+never hold, tenants taking turns, identical constraints compiled once. Each compile has a time budget counted from
+submission; a compile whose every caller gave up (its client went away, the budget ran out) before it started is
+dropped. One that has started cannot be interrupted: it finishes into xgrammar's cache, which is why the server
+bounds the size of every constraint (`limits.max_guided_*`) before it gets here.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ import asyncio
 import re
 import threading
 from collections.abc import Sequence as SequenceOf
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from trt_gateway import errors
-from trt_gateway.engine import background
+from trt_gateway.engine.compile_lanes import CompileLanes
 from trt_gateway.types import GuidedDecoding
 
 if TYPE_CHECKING:
@@ -69,17 +72,20 @@ class GrammarBackend:
         self._compiler: Any = None
         self._lock = threading.Lock()
         self.compile_timeout_s = compile_timeout_s
-        self._pool = background.pool(compile_threads, "trt-gateway-grammar")
-        self.submitted = 0  # compiles asked of the pool, and those it started: the difference was dropped or waits
+        self._lanes = CompileLanes(compile_threads)
+        # Compiles asked for, and those a thread started: the difference was shared, dropped, or still waits.
+        self.submitted = 0
         self.started = 0
 
-    async def compile_async(self, guided: GuidedDecoding) -> Any:
-        """`compile` in the backend's threads within the time budget. Cancelling the caller (or running out of
-        budget) drops the compile if it has not started. Raises ResourceExhausted when the budget runs out."""
+    async def compile_async(self, guided: GuidedDecoding, tenant: str = "") -> Any:
+        """`compile` in the backend's threads (compile_lanes.py: `tenant` takes turns with the others) within the
+        time budget. Cancelling the caller (or running out of budget) drops the compile if it has not started and
+        nobody else waits for it. Raises ResourceExhausted when the budget runs out."""
         self.submitted += 1
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self._compile_started, guided)
+        constraint = f"{guided.kind}\0{constraint_text(guided)}"
+        compiling = self._lanes.run(constraint, tenant, partial(self._compile_started, guided))
         try:
-            return await asyncio.wait_for(future, self.compile_timeout_s)
+            return await asyncio.wait_for(compiling, self.compile_timeout_s)
         except TimeoutError:
             # Not INVALID_ARGUMENT: the budget covers the wait behind other compiles, and a compile that started goes
             # on into the cache, so the same request sent again later may well succeed (the table makes it retryable).
@@ -96,7 +102,8 @@ class GrammarBackend:
         return self.compile(guided)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """On the event loop."""
+        self._lanes.shutdown(errors.Unavailable("the engine is shutting down"))
 
     def _get_compiler(self) -> Any:
         with self._lock:
@@ -138,7 +145,7 @@ class GrammarBackend:
             elif kind == "grammar":
                 compiled = compiler.compile_grammar(guided.grammar)
             else:
-                compiled = compiler.compile_grammar(choice_grammar(guided.choice))
+                compiled = compiler.compile_grammar(constraint_text(guided))
         # RuntimeError: xgrammar's parse errors; ValueError: text it cannot take (a lone surrogate from JSON).
         except (RuntimeError, ValueError) as exc:
             raise errors.InvalidArgument(f"guided.{kind}: {_reason(exc)}", field=f"guided.{kind}") from exc
@@ -163,6 +170,14 @@ class GrammarBackend:
         import xgrammar as xgr
 
         return xgr.GrammarMatcher(compiled)  # rollback depth is unlimited in xgrammar >= 0.1.25
+
+
+def constraint_text(guided: GuidedDecoding) -> str:
+    """What xgrammar compiles (and caches by) for the constraint: its text, or the grammar of its choices."""
+    if guided.kind == "choice":
+        return choice_grammar(guided.choice)
+    texts = {"json_schema": guided.json_schema, "regex": guided.regex, "grammar": guided.grammar}
+    return texts.get(guided.kind or "") or ""
 
 
 def choice_grammar(choices: SequenceOf[str]) -> str:
