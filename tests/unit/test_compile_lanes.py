@@ -13,6 +13,7 @@ from gateway_testing import poll
 
 from trt_gateway import errors
 from trt_gateway.config import ServerConfig
+from trt_gateway.engine import compile_lanes
 from trt_gateway.engine.compile_lanes import SMALL_CHARS, CompileLanes, tenant
 from trt_gateway.server.auth import Keys
 
@@ -63,6 +64,15 @@ async def test_one_compile_per_constraint_and_a_known_one_is_small() -> None:
     assert await lanes.run(BIG, "", jobs.job("again")) == "again"  # compiled before: the small lane, not queued
     blocked.release()
     await holder
+
+
+async def test_the_record_of_compiled_constraints_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compile_lanes, "REMEMBERED", 2)
+    lanes, jobs = CompileLanes(1), Jobs()
+    jobs.release()
+    for name in ("a", "b", "c"):
+        await lanes.run(BIG + name, "", jobs.job(name))
+    assert len(lanes._compiled) == 2  # "a", the least recently used, forgotten (it would compile in the big lane)
 
 
 async def test_a_compile_runs_while_anyone_waits_and_is_dropped_when_nobody_does() -> None:

@@ -15,7 +15,9 @@ an unrelated small request waited out its whole budget. The policy (docs/guided.
   key's requests under ids `k<index>:<id>` (server/auth.py); without keys every request is one tenant and each lane
   is first come, first served.
 - **One compile per constraint.** Requests with the same constraint while it is queued or running share that compile;
-  once it has finished, the same constraint is a cache hit in the small lane.
+  once it has finished, the same constraint is a cache hit in the small lane. xgrammar's cache is bounded
+  (`guided_cache_bytes`) and so is this record of what compiled (`REMEMBERED`, least recently used out): a big
+  constraint xgrammar evicted meanwhile compiles again in the small lane, once, within the same size limits and budget.
 - **Dropped when nobody waits.** A compile whose every request has gone (client away, budget spent) before it started
   never runs; one that started finishes into the cache.
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +42,7 @@ from trt_gateway.engine import background
 # 8 ms, 6,000 choices of 20 letters (150,000 characters) in 2-5 s. A larger vocabulary costs more per character;
 # the bound is a sixteenth of the largest constraint the server lets through (limits.max_guided_chars).
 SMALL_CHARS = 4096
+REMEMBERED = 65_536  # constraints remembered as compiled: 16-byte digests, a few MB at most
 _TENANT = re.compile(r"k\d+:")  # the namespace auth.Caller.owned_id puts in front of a keyed request's id
 
 
@@ -113,7 +116,7 @@ class CompileLanes:
         self._small = _Lane(1, f"{name}-small")
         self._big = _Lane(big_threads, name)
         self._pending: dict[bytes, _Job] = {}  # constraints queued or compiling
-        self._compiled: set[bytes] = set()  # constraints in xgrammar's cache (its size is unlimited: never evicted)
+        self._compiled: OrderedDict[bytes, None] = OrderedDict()  # constraints compiled lately, oldest first
 
     async def run(self, constraint: str, owner: str, fn: Callable[[], Any]) -> Any:
         """fn() (which compiles `constraint`, the exact text xgrammar is given, kind included) in its lane, or the
@@ -126,6 +129,8 @@ class CompileLanes:
             self._pending[key] = job
             job.result.add_done_callback(partial(self._settled, key, job))
             small = len(constraint) <= SMALL_CHARS or key in self._compiled
+            if key in self._compiled:
+                self._compiled.move_to_end(key)
             (self._small if small else self._big).add(job)
         job.waiters += 1
         try:
@@ -140,7 +145,9 @@ class CompileLanes:
         if self._pending.get(key) is job:
             del self._pending[key]
         if not result.cancelled() and result.exception() is None:
-            self._compiled.add(key)
+            self._compiled[key] = None
+            if len(self._compiled) > REMEMBERED:
+                self._compiled.popitem(last=False)
 
     def shutdown(self, error: BaseException) -> None:
         """On the event loop: compiles not started fail with `error`."""

@@ -80,6 +80,9 @@ class EngineConfig:
     # in one more (compile_lanes.py).
     guided_compile_timeout_s: float = 10.0
     guided_compile_threads: int = 2
+    # xgrammar's cache of compiled constraints (identical requests skip the compile); unbounded, every distinct
+    # constraint a client sends would stay in memory for the server's lifetime.
+    guided_cache_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         base_device = self.device.split(":", 1)[0]
@@ -127,6 +130,8 @@ class EngineConfig:
             raise EngineConfigError(f"must be >= 0, got {self.max_top_logprobs}", field="max_top_logprobs")
         if not self.guided_compile_timeout_s > 0:
             raise EngineConfigError(f"must be > 0, got {self.guided_compile_timeout_s}", field="guided_compile_timeout_s")
+        if self.guided_cache_bytes < 0:
+            raise EngineConfigError(f"must be >= 0, got {self.guided_cache_bytes}", field="guided_cache_bytes")
         if self.guided_compile_threads < 1:
             raise EngineConfigError(f"must be >= 1, got {self.guided_compile_threads}", field="guided_compile_threads")
 

@@ -153,6 +153,7 @@ class LLMEngine:
             self.eos_token_ids,
             compile_timeout_s=config.guided_compile_timeout_s,
             compile_threads=config.guided_compile_threads,
+            cache_bytes=config.guided_cache_bytes,
         )
         now = time.monotonic()
         logger.info(

@@ -65,6 +65,7 @@ class GrammarBackend:
         *,
         compile_timeout_s: float = 10.0,
         compile_threads: int = 2,
+        cache_bytes: int = 256 << 20,
     ) -> None:
         self._tokenizer_file = tokenizer_file
         self.vocab_size = vocab_size
@@ -72,6 +73,7 @@ class GrammarBackend:
         self._compiler: Any = None
         self._lock = threading.Lock()
         self.compile_timeout_s = compile_timeout_s
+        self.cache_bytes = cache_bytes
         self._lanes = CompileLanes(compile_threads)
         # Compiles asked for, and those a thread started: the difference was shared, dropped, or still waits.
         self.submitted = 0
@@ -125,7 +127,9 @@ class GrammarBackend:
                 info = xgr.TokenizerInfo.from_huggingface(
                     tokenizer, vocab_size=self.vocab_size, stop_token_ids=self._stop_token_ids
                 )
-                self._compiler = xgr.GrammarCompiler(info, max_threads=2, cache_enabled=True)
+                self._compiler = xgr.GrammarCompiler(
+                    info, max_threads=2, cache_enabled=self.cache_bytes > 0, cache_limit_bytes=self.cache_bytes
+                )
             return self._compiler
 
     def compile(self, guided: GuidedDecoding) -> Any:
