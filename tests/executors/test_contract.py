@@ -219,7 +219,6 @@ async def test_prompt_token_ids_come_once_first(executor: Executor) -> None:
     assert finish_of(deltas).usage.prompt_tokens == len(ids)
 
 
-@disagrees(native=("echo sends the prompt's ids decoded with their special tokens ('<s>hello world')", AssertionError))
 async def test_echo_sends_the_prompt_text_once_first(executor: Executor) -> None:
     deltas = await run(executor, request(response=ResponseOptions(echo=True)))
     prompt = deltas[0].prompt

@@ -105,12 +105,15 @@ class OutputProcessor:
         """The first delta, for a request that asked for its prompt's ids or text back."""
         r = state.request.response
         ids = state.prompt_ids
+        text = ""
+        if r.echo:
+            # A text prompt comes back as sent (decoding its ids would add the BOS the tokenizer put in front, as
+            # '<s>hello'); ids and rendered chat messages come back decoded, special tokens and all, since the
+            # template's markers are part of what the model saw.
+            given = state.request.prompt.text
+            text = given if given is not None else self._tokenizer.decode(ids, skip_special_tokens=False)
         return TokenDelta(
-            prompt=PromptInfo(
-                num_tokens=len(ids),
-                token_ids=tuple(ids) if r.prompt_token_ids else (),
-                text=self._tokenizer.decode(ids, skip_special_tokens=False) if r.echo else "",
-            )
+            prompt=PromptInfo(num_tokens=len(ids), token_ids=tuple(ids) if r.prompt_token_ids else (), text=text)
         )
 
     @staticmethod
