@@ -76,6 +76,20 @@ class TwoNameDemo(NativeExecutor):
         super()._check_model(self.served_name if model == ALIAS else model)
 
 
+class Recording(EchoExecutor):
+    """The echo executor replying with a fixed `script` (e.g. text with a `<tool_call>` block for the server to
+    parse), keeping every request it was given in `requests`."""
+
+    def __init__(self, script: str) -> None:
+        super().__init__({"script": script})
+        self.requests: list[GenerateRequest] = []
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
+        self.requests.append(request)
+        async for delta in super().generate(request):
+            yield delta
+
+
 class Scripted(EchoExecutor):
     """Replies REPLY word by word (or JSON_REPLY under guided JSON decoding) and reports speculative statistics."""
 

@@ -3,15 +3,14 @@ scripted echo reply (chat_with_tools, streamed and async, predict_and_call), the
 forced call on the demo model, constrained by the server's guided decoding so it validates."""
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Literal
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock, ToolCallBlock
 from llama_index.core.tools import FunctionTool
-from trt_gateway.executors.echo import EchoExecutor
-from trt_gateway.testing import API_KEY, LiveGateway, Scripted
-from trt_gateway.types import GenerateRequest, TokenDelta, ToolCall
+from trt_gateway.testing import API_KEY, LiveGateway, Recording, Scripted
+from trt_gateway.types import ToolCall
 
 from llama_index.llms.trt_gateway import TrtGateway
 
@@ -33,20 +32,9 @@ WEATHER = FunctionTool.from_defaults(fn=get_weather)
 TIME = FunctionTool.from_defaults(fn=get_time)
 
 
-class Recording(EchoExecutor):
-    def __init__(self) -> None:
-        super().__init__({"script": SCRIPT})
-        self.requests: list[GenerateRequest] = []
-
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        self.requests.append(request)
-        async for delta in super().generate(request):
-            yield delta
-
-
 @pytest.fixture(scope="module")
 def echo() -> Iterator[tuple[TrtGateway, Recording]]:
-    executor = Recording()
+    executor = Recording(SCRIPT)
     with LiveGateway(executor, server={"reasoning_parser": "qwen3"}) as target:
         yield TrtGateway(target=target, model="echo", max_tokens=300), executor
 

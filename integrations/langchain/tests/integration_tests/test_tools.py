@@ -6,7 +6,7 @@ out of the text, streamed content, the history sent as tool turns, and reasoning
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -14,9 +14,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 from trt_gateway import errors
-from trt_gateway.executors.echo import EchoExecutor
-from trt_gateway.testing import API_KEY, LiveGateway, Scripted
-from trt_gateway.types import GenerateRequest, TokenDelta, ToolCall
+from trt_gateway.testing import API_KEY, LiveGateway, Recording, Scripted
+from trt_gateway.types import ToolCall
 
 from langchain_trt_gateway import ChatTrtGateway
 
@@ -167,20 +166,9 @@ def test_forced_call_and_structured_output_do_not_mix() -> None:
 SCRIPT = '<think>The clock tool.</think>Checking.<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>'
 
 
-class Recording(EchoExecutor):
-    def __init__(self) -> None:
-        super().__init__({"script": SCRIPT})
-        self.requests: list[GenerateRequest] = []
-
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenDelta]:
-        self.requests.append(request)
-        async for delta in super().generate(request):
-            yield delta
-
-
 @pytest.fixture(scope="module")
 def echo() -> Iterator[tuple[str, Recording]]:
-    executor = Recording()
+    executor = Recording(SCRIPT)
     with LiveGateway(executor, server={"reasoning_parser": "qwen3", "stream_coalesce_tokens": 1}) as target:
         yield target, executor
 
