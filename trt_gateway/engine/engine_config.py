@@ -32,6 +32,23 @@ class EngineConfigError(ValueError):
         self.field = field
 
 
+def refuse_mismatched_weights(
+    source: str, missing: list[str], mismatched: list[str], unexpected: list[str], listed: int = 5
+) -> None:
+    """Raise one EngineConfigError listing (the first few of) what a checkpoint lacks, has of the wrong shape, or
+    has that the model does not: safetensors checkpoints (loader.py) and GGUF files (gguf_checkpoint.py) alike."""
+
+    def listing(items: list[str]) -> str:
+        more = f" and {len(items) - listed} more" if len(items) > listed else ""
+        return f"({len(items)}): {', '.join(items[:listed])}{more}"
+
+    problems = [f"{what} {listing(items)}" for what, items in
+                (("missing weights", missing), ("shape mismatch", mismatched), ("unexpected weights", sorted(unexpected)))
+                if items]
+    if problems:
+        raise EngineConfigError(f"{source}: " + "; ".join(problems), field="model")
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     model: str  # directory of an HF-format checkpoint: config.json + *.safetensors

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trt_gateway.engine.engine_config import EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfigError, refuse_mismatched_weights
 
 if TYPE_CHECKING:
     from gguf import GGUFReader
@@ -53,7 +53,6 @@ _GLOBAL_NAMES = {
     "output.weight": "lm_head.weight",
 }
 _LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
-_MAX_LISTED = 5
 
 
 def find_gguf(path: str | Path) -> Path | None:
@@ -175,7 +174,7 @@ def load_state_dict(
             continue
         plan.append((name, tensor))
     missing = sorted(set(expected) - {name for name, _ in plan} - {m.split(":")[0] for m in mismatched})
-    _refuse_mismatch(missing, mismatched, unexpected)
+    refuse_mismatched_weights("GGUF tensors do not match its metadata", missing, mismatched, unexpected)
 
     state: dict[str, torch.Tensor] = {}
     for name, tensor in plan:
@@ -227,24 +226,6 @@ def _required(meta: GgufMetadata, key: str) -> int:
     if not isinstance(value, int) or value < 1:
         raise EngineConfigError(f"must be a positive integer, got {value!r}", field=f"gguf:{meta.architecture}.{key}")
     return value
-
-
-def _refuse_mismatch(missing: list[str], mismatched: list[str], unexpected: list[str]) -> None:
-    problems = []
-    if missing:
-        problems.append(f"missing weights {_listing(missing)}")
-    if mismatched:
-        problems.append(f"shape mismatch {_listing(mismatched)}")
-    if unexpected:
-        problems.append(f"unexpected tensors {_listing(sorted(unexpected))}")
-    if problems:
-        raise EngineConfigError("GGUF tensors do not match its metadata: " + "; ".join(problems), field="model")
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return f"({len(items)}): {shown}{more}"
 
 
 @functools.lru_cache(maxsize=2)

@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from trt_gateway.engine import gguf_checkpoint
-from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
+from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError, refuse_mismatched_weights
 from trt_gateway.engine.layers.rotary import RotaryEmbedding
 from trt_gateway.engine.model_config import ModelConfig
 from trt_gateway.engine.models.llama import LlamaForCausalLM
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Older checkpoints saved RoPE buffers; the engine recomputes them.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-_MAX_LISTED = 5
 
 
 def resolve_device(config: EngineConfig) -> torch.device:
@@ -222,15 +221,7 @@ def _check_headers(
                 found.add(name)
                 located.setdefault(file, []).append(name)
     missing = sorted(set(expected) - found - {m.split(":")[0] for m in mismatched})
-    problems = []
-    if missing:
-        problems.append(f"missing weights {_listing(missing)}")
-    if mismatched:
-        problems.append(f"shape mismatch {_listing(mismatched)}")
-    if unexpected:
-        problems.append(f"unexpected weights {_listing(sorted(unexpected))}")
-    if problems:
-        raise EngineConfigError("checkpoint does not match its config.json: " + "; ".join(problems), field="model")
+    refuse_mismatched_weights("checkpoint does not match its config.json", missing, mismatched, unexpected)
     return located
 
 
@@ -242,9 +233,3 @@ def _unreadable_as_config_error(file: Path) -> Iterator[None]:
         yield
     except (SafetensorError, OSError) as exc:
         raise EngineConfigError(f"{file} is corrupt or unreadable ({exc})", field="model") from exc
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return f"({len(items)}): {shown}{more}"
