@@ -156,6 +156,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="sdpa",
         help="HF attn_implementation of the model (generate_batch may switch to a paged variant itself)",
     )
+    p.add_argument(
+        "--step-timeline",
+        action="store_true",
+        help="engine: also summarise the saturated run step by step (prefill-carrying against decode-only steps)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--phase-timeout-s", type=float, default=0.0, help="'all': kill a phase after this (0: never)")
     p.add_argument("--result-file", default="", help="also write the JSON here ('all' rewrites it after each phase)")
@@ -311,6 +316,47 @@ class EngineDriver:
         }
 
 
+def record_steps(engine: Any) -> list[tuple[float, int, int]]:
+    """(launch time, tokens, sequences) of every step the scheduler hands out from now on (async steps included)."""
+    steps: list[tuple[float, int, int]] = []
+    scheduler = engine.scheduler
+
+    def recorded(inner: Any) -> Any:
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            out = inner(*a, **kw)
+            if out is not None and not out.is_empty:
+                steps.append((time.perf_counter(), out.num_batched_tokens, len(out.scheduled)))
+            return out
+
+        return wrapped
+
+    for name in ("schedule", "schedule_next"):
+        setattr(scheduler, name, recorded(getattr(scheduler, name)))
+    return steps
+
+
+def summarise_steps(steps: list[tuple[float, int, int]], end: float) -> dict[str, Any]:
+    """A step lasts from its launch to the next one's (the GPU runs them back to back when the host keeps up)."""
+    starts = [s[0] for s in steps]
+    rows = [(nxt - t, tokens, seqs) for (t, tokens, seqs), nxt in zip(steps, [*starts[1:], end], strict=True)]
+    prefill = [r for r in rows if r[1] > r[2]]
+    decode = [r for r in rows if r[1] == r[2]]
+    by_batch: dict[str, list[float]] = {}
+    for dt, _, seqs in decode:
+        bucket = "1024+" if seqs >= 1024 else f"{1 << (seqs.bit_length() - 1)}-{(1 << seqs.bit_length()) - 1}"
+        by_batch.setdefault(bucket, []).append(dt)
+    return {
+        "steps": len(rows),
+        "prefill_steps": len(prefill), "prefill_s": round(sum(r[0] for r in prefill), 4),
+        "prefill_step_tokens": sum(r[1] for r in prefill),
+        "prefill_step_ms_median": round(1000 * median([r[0] for r in prefill]), 3) if prefill else None,
+        "decode_steps": len(decode), "decode_s": round(sum(r[0] for r in decode), 4),
+        "decode_step_ms_by_batch": {k: {"steps": len(v), "median_ms": round(1000 * median(v), 3)} for k, v in
+                                    sorted(by_batch.items(), key=lambda kv: -len(kv[1]))},
+        "method": "a step lasts from its launch to the next step's launch (scheduler.schedule / schedule_next)",
+    }  # fmt: skip
+
+
 def public(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in run.items() if not k.startswith("_")}
 
@@ -362,7 +408,11 @@ def run_engine(args: argparse.Namespace, model: str, device: str, dtype: str) ->
     log(f"engine: batch 1: {batch1['decode_tok_s']} tok/s, ttft {batch1['ttft_ms']} ms")
 
     everything = make_prompts(args, vocab, args.requests, salt=4)
+    steps = record_steps(engine) if args.step_timeline else None
     saturated = public(driver.run(everything, args.output_len, args.requests, "sat"))
+    if steps is not None:
+        saturated["step_timeline"] = summarise_steps(steps, time.perf_counter())
+        steps.clear()
     log(f"engine: saturated {args.requests} x {args.output_len}: {saturated['output_tok_s']} tok/s")
     per_level = []
     for level in levels:

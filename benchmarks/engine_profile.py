@@ -54,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="a 2-layer toy config (CPU smoke runs)")
     p.add_argument("--cuda-graph-max-batch", type=int, default=512)
     p.add_argument("--no-kernels", action="store_true", help="the plain torch paths (no Triton, no graphs)")
+    p.add_argument("--quantization", default="", choices=("", "fp8"), help="'fp8': FP8 weights (Hopper GPUs)")
     p.add_argument("--top", type=int, default=12, help="kernels listed per batch size")
     return p.parse_args()
 
@@ -202,6 +203,7 @@ def main() -> None:
             dtype="bfloat16" if args.device.startswith("cuda") else "float32",
             max_num_seqs=max(sizes), max_num_batched_tokens=8192, max_model_len=1024, enable_prefix_caching=False,
             cuda_graph_max_batch=args.cuda_graph_max_batch, kernels=not args.no_kernels,
+            quantization=args.quantization,
         )
     )
     start_s = time.perf_counter() - began
@@ -222,6 +224,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if engine.device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "kernels": engine.use_kernels,
+        "quantization": args.quantization or "none",
         "cuda_graphs": runner.graphs.describe() if runner.graphs is not None else "off",
         "engine_start_s": round(start_s, 1),
         "results": results,

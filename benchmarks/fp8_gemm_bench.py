@@ -36,6 +36,8 @@ SHAPES = {  # name: (N, K) of W [N, K]
 GEMV_CONFIGS = [(4, 512, 4, 3), (8, 512, 4, 3), (4, 1024, 4, 3), (8, 1024, 8, 3), (2, 1024, 4, 4), (16, 256, 4, 3),
                 (8, 2048, 8, 2), (16, 256, 4, 4), (32, 256, 8, 3), (16, 512, 8, 3), (8, 1024, 4, 3), (32, 128, 4, 3),
                 (16, 1024, 8, 3)]  # fmt: skip
+BF16_GEMV_CONFIGS = [(4, 512, 4, 3), (8, 512, 4, 3), (4, 1024, 4, 3), (8, 256, 4, 3), (2, 1024, 4, 3), (8, 512, 8, 3),
+                     (16, 256, 4, 3), (4, 256, 4, 3), (16, 512, 8, 3), (2, 2048, 8, 3)]  # fmt: skip
 ROWS = (16, 64, 256, 512, 1024, 8192)
 
 
@@ -48,8 +50,9 @@ def per_call_us(fn: Callable[[int], object], copies: int) -> float:
     return graph_ms(lambda: [fn(i) for i in range(copies)]) / copies * 1000
 
 
-def bench_shape(n: int, k: int, sweep: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def bench_shape(n: int, k: int, sweep: bool, rows_to_time: tuple[int, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (one-row timings, timings by row count) of W [n, k]."""
+    from trt_gateway.engine.kernels import pdl
     from trt_gateway.engine.kernels.fp8_gemv import fp8_gemv
     from trt_gateway.engine.kernels.gemv import gemv
     from trt_gateway.engine.quantization.fp8 import fp8_linear, quantize_per_channel
@@ -64,16 +67,27 @@ def bench_shape(n: int, k: int, sweep: bool) -> tuple[dict[str, Any], dict[str, 
         "scaled_mm_fp8_us": per_call_us(lambda i: fp8_linear(x, *qs[i], None, one_row=False, kernels=True), c),
         "triton_fp8_gemv_us": per_call_us(lambda i: fp8_gemv(x, *qs[i]), c),
     }
+    if pdl.enabled(x.device):  # the same calls without programmatic dependent launch (kernels/pdl.py)
+        pdl.ENABLED = False
+        try:
+            row["triton_bf16_gemv_no_pdl_us"] = per_call_us(lambda i: gemv(x, ws[i]), c)
+            row["triton_fp8_gemv_no_pdl_us"] = per_call_us(lambda i: fp8_gemv(x, *qs[i]), c)
+        finally:
+            pdl.ENABLED = True
     if sweep:
         row["fp8_gemv_sweep_us"] = {
             "x".join(map(str, cfg)): round(per_call_us(lambda i, cfg=cfg: fp8_gemv(x, *qs[i], config=cfg), c), 2)
             for cfg in GEMV_CONFIGS
         }
+        row["bf16_gemv_sweep_us"] = {
+            "x".join(map(str, cfg)): round(per_call_us(lambda i, cfg=cfg: gemv(x, ws[i], config=cfg), c), 2)
+            for cfg in BF16_GEMV_CONFIGS
+        }
     row["fp8_gemv_tb_s"] = n * k / (row["triton_fp8_gemv_us"] * 1e-6) / 1e12
     row["bf16_gemv_tb_s"] = 2 * n * k / (row["triton_bf16_gemv_us"] * 1e-6) / 1e12
     rows: dict[str, Any] = {}
     cm = min(c, 8)
-    for m in ROWS:
+    for m in rows_to_time:
         xm = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         bf = per_call_us(lambda i, xm=xm: F.linear(xm, ws[i]), cm)
         f8 = per_call_us(lambda i, xm=xm: fp8_linear(xm, *qs[i], None, one_row=False, kernels=True), cm)
@@ -89,6 +103,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--result-file", default="")
     p.add_argument("--no-sweep", action="store_true", help="time only the GEMV's fixed configuration")
+    p.add_argument("--rows", default=",".join(map(str, ROWS)), help="row counts of the several-rows table ('': none)")
     args = p.parse_args()
     from trt_gateway.engine.kernels.fp8_gemv import config_for
 
@@ -96,7 +111,7 @@ def main() -> None:
     out: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "one_row": {}, "rows": {}}
     out["fp8_gemv_configs"] = {name: "x".join(map(str, config_for(n, k))) for name, (n, k) in SHAPES.items()}
     for name, (n, k) in SHAPES.items():
-        one_row, rows = bench_shape(n, k, not args.no_sweep)
+        one_row, rows = bench_shape(n, k, not args.no_sweep, tuple(int(r) for r in args.rows.split(",") if r))
         out["one_row"][name] = one_row
         print(name, json.dumps(one_row), flush=True)
         for key, value in rows.items():

@@ -87,16 +87,12 @@ def main() -> None:
             "speedup": round(cublas / ours, 3),
         }
         if args.sweep:
-            y = torch.empty(n, device="cuda", dtype=dtype)
             grid = {}
             for bn, bk, warps, stages in itertools.product((4, 8, 16, 32), (256, 512, 1024), (4, 8), (2, 3, 4)):
 
-                def call(bn=bn, bk=bk, warps=warps, stages=stages, weights=weights, x=x, y=y, n=n, k=k) -> None:
+                def call(bn=bn, bk=bk, warps=warps, stages=stages, weights=weights, x=x) -> None:
                     for w in weights:
-                        kernel._gemv_kernel[(triton.cdiv(n, bn),)](
-                            x, w, y, y, n, k, w.stride(0), HAS_BIAS=False, EVEN_K=k % bk == 0, BLOCK_N=bn,
-                            BLOCK_K=bk, num_warps=warps, num_stages=stages,
-                        )  # fmt: skip
+                        kernel.gemv(x, w, config=(bn, bk, warps, stages))
 
                 grid[f"{bn},{bk},{warps},{stages}"] = round(1000 * graph_ms(call, replays=10) / copies, 2)
             row["sweep_us (rows,cols,warps,stages)"] = grid

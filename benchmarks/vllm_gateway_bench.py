@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--max-num-seqs", type=int, default=1024)
     p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--quantization", default="", choices=("", "fp8"),
+                   help="vLLM's quantization: 'fp8' quantizes the bf16 weights to FP8 at load (Hopper GPUs)")
     p.add_argument("--port", type=int, default=50071)
     p.add_argument("--model-dir", default="",
                    help="a directory with a Llama config.json, written there when missing (default: a temporary one)")
@@ -93,7 +95,8 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The same engine settings for vLLM alone and behind the gateway (the gateway's option names)."""
     return {"load_format": "dummy", "skip_tokenizer_init": True, "dtype": "bfloat16",
             "gpu_memory_utilization": args.gpu_memory_utilization, "max_num_seqs": args.max_num_seqs,
-            "max_model_len": args.max_model_len, "seed": args.seed}
+            "max_model_len": args.max_model_len, "seed": args.seed,
+            **({"quantization": args.quantization} if args.quantization else {})}
 
 
 # -- phase: vLLM offline ------------------------------------------------------------------------------------------
@@ -282,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary: dict[str, Any] = {
         "benchmark": "vllm_gateway_bench", "model": "Llama-3-8B architecture, dummy bf16 weights",
+        "quantization": args.quantization or "none",
         "vllm_version": getattr(vllm, "__version__", "?"), "input_len": args.input_len, "output_len": args.output_len,
         **result,
     }

@@ -26,6 +26,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch; CPU installs may lack it
     triton = None
 
+from trt_gateway.engine.kernels import pdl
+
 # Triton reads TRITON_INTERPRET once, when it is imported; so does this module.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 _BLOCK = 1024  # columns per program: 8 bf16 values (one 16-byte load) per thread at 4 warps
@@ -42,7 +44,10 @@ if triton is not None:
         inter,  # I
         BLOCK: tl.constexpr,
         LIBDEVICE_EXP: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        pdl.launch_dependents(PDL)
+        pdl.wait(PDL)  # gate_up comes from the projection before (kernels/pdl.py)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < inter
@@ -84,5 +89,6 @@ def silu_and_mul(gate_up: torch.Tensor, out: torch.Tensor | None = None) -> torc
         LIBDEVICE_EXP=not _INTERPRETED,
         num_warps=4,
         enable_fp_fusion=False,
+        **pdl.launch(gate_up.device),
     )
     return out

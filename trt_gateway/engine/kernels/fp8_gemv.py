@@ -24,6 +24,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
+from trt_gateway.engine.kernels import pdl
+
 # (BLOCK_N, BLOCK_K, num_warps, num_stages); the benchmark sweeps alternatives through `fp8_gemv(config=...)`.
 CONFIG = (8, 1024, 4, 3)  # o_proj, down_proj: few rows, or long K
 WIDE_CONFIG = (16, 256, 4, 4)  # many rows of a short K (gate/up): more rows per program, shorter tiles
@@ -52,22 +54,33 @@ if triton is not None:
         EVEN_K: tl.constexpr,  # k % BLOCK_K == 0: no column mask in the loop
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        pdl.launch_dependents(PDL)
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < n
         # Rows past n read row n - 1 again instead of masking: unmasked loads in the loop, results discarded.
         w_rows = w_ptr + tl.minimum(rows, n - 1).to(tl.int64)[:, None] * stride_w
+        cols = tl.arange(0, BLOCK_K)
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-        for k0 in range(0, k, BLOCK_K):
-            cols = k0 + tl.arange(0, BLOCK_K)
-            if EVEN_K:
-                w = tl.load(w_rows + cols[None, :])
-                x = tl.load(x_ptr + cols)
-            else:
-                col_ok = cols < k
-                w = tl.load(w_rows + cols[None, :], mask=col_ok[None, :], other=0.0)
-                x = tl.load(x_ptr + cols, mask=col_ok, other=0.0)
+        if EVEN_K:
+            # As in kernels/gemv.py: the next tile in flight while this one is used, the first before the wait.
+            w = tl.load(w_rows + cols[None, :])
+            pdl.wait(PDL)
+            for k0 in range(BLOCK_K, k, BLOCK_K):
+                w_next = tl.load(w_rows + (k0 + cols)[None, :])
+                x = tl.load(x_ptr + (k0 - BLOCK_K) + cols)
+                acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+                w = w_next
+            x = tl.load(x_ptr + (k - BLOCK_K) + cols)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        else:
+            pdl.wait(PDL)
+            for k0 in range(0, k, BLOCK_K):
+                col_ok = k0 + cols < k
+                w = tl.load(w_rows + (k0 + cols)[None, :], mask=col_ok[None, :], other=0.0)
+                x = tl.load(x_ptr + k0 + cols, mask=col_ok, other=0.0)
+                acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
         y = tl.sum(acc, axis=1) * tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
         if HAS_BIAS:
             y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
@@ -111,5 +124,6 @@ def fp8_gemv(
         BLOCK_K=block_k,
         num_warps=warps,
         num_stages=stages,
+        **pdl.launch(x.device),
     )
     return y

@@ -17,11 +17,14 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
+from trt_gateway.engine.kernels import pdl
 
 if triton is not None:
 
     @triton.jit
-    def _quant_kernel(x_ptr, q_ptr, scale_ptr, k, stride_x, stride_q, BLOCK_K: tl.constexpr):
+    def _quant_kernel(x_ptr, q_ptr, scale_ptr, k, stride_x, stride_q, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+        pdl.launch_dependents(PDL)
+        pdl.wait(PDL)  # x comes from the kernel before (kernels/pdl.py)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK_K)
         ok = cols < k
@@ -46,5 +49,7 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return q, scale
     block = triton.next_power_of_2(k)
     warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
-    _quant_kernel[(t,)](x, q, scale, k, x.stride(0), q.stride(0), BLOCK_K=block, num_warps=warps)
+    _quant_kernel[(t,)](
+        x, q, scale, k, x.stride(0), q.stride(0), BLOCK_K=block, num_warps=warps, **pdl.launch(x.device)
+    )
     return q, scale

@@ -30,6 +30,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch; CPU installs may lack it
     triton = None
 
+from trt_gateway.engine.kernels import pdl
+
 BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES = 4, 512, 4, 3
 
 
@@ -48,32 +50,50 @@ if triton is not None:
         EVEN_K: tl.constexpr,  # k % BLOCK_K == 0: no column mask in the loop
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        pdl.launch_dependents(PDL)
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < n
         # Rows past n read row n - 1 again instead of masking: an unmasked load in the loop, results discarded.
         w_rows = w_ptr + tl.minimum(rows, n - 1).to(tl.int64)[:, None] * stride_w
+        cols = tl.arange(0, BLOCK_K)
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
-        for k0 in range(0, k, BLOCK_K):
-            cols = k0 + tl.arange(0, BLOCK_K)
-            if EVEN_K:
-                w = tl.load(w_rows + cols[None, :])
-                x = tl.load(x_ptr + cols)
-            else:
-                col_ok = cols < k
-                w = tl.load(w_rows + cols[None, :], mask=col_ok[None, :], other=0.0)
-                x = tl.load(x_ptr + cols, mask=col_ok, other=0.0)
+        if EVEN_K:
+            # The next weight tile is loaded before the current one is used (two tiles in flight per program), and
+            # the first before waiting on the previous kernel: weights are constants (kernels/pdl.py).
+            w = tl.load(w_rows + cols[None, :])
+            pdl.wait(PDL)
+            for k0 in range(BLOCK_K, k, BLOCK_K):
+                w_next = tl.load(w_rows + (k0 + cols)[None, :])
+                x = tl.load(x_ptr + (k0 - BLOCK_K) + cols)
+                acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+                w = w_next
+            x = tl.load(x_ptr + (k - BLOCK_K) + cols)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+        else:
+            pdl.wait(PDL)
+            for k0 in range(0, k, BLOCK_K):
+                col_ok = k0 + cols < k
+                w = tl.load(w_rows + (k0 + cols)[None, :], mask=col_ok[None, :], other=0.0)
+                x = tl.load(x_ptr + k0 + cols, mask=col_ok, other=0.0)
+                acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
         y = tl.sum(acc, axis=1)
         if HAS_BIAS:
             y += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    config: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
     """x [1, K] @ weight [N, K].T (+ bias [N]) -> [1, N] in x's dtype, like F.linear for one row.
 
     weight: unit stride along K, any row stride (e.g. a part of a fused projection); x, weight and bias of one dtype.
+    config: (BLOCK_N, BLOCK_K, num_warps, num_stages) instead of the fixed one (`benchmarks/gemv_bench.py --sweep`).
     """
     if triton is None:
         raise RuntimeError("triton is not installed")
@@ -85,11 +105,12 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     if x.dtype != weight.dtype or (bias is not None and (bias.dtype != x.dtype or bias.shape != (n,))):
         got = "none" if bias is None else f"{bias.dtype} {tuple(bias.shape)}"
         raise ValueError(f"x, weight and bias must share a dtype and bias be [{n}]: {x.dtype}, {weight.dtype}, {got}")
+    block_n, block_k, warps, stages = config or (BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES)
     x = x.contiguous()
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     if n == 0:
         return y
-    _gemv_kernel[(triton.cdiv(n, BLOCK_N),)](
+    _gemv_kernel[(triton.cdiv(n, block_n),)](
         x,
         weight,
         bias if bias is not None else y,
@@ -98,10 +119,11 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
         k,
         weight.stride(0),
         HAS_BIAS=bias is not None,
-        EVEN_K=k % BLOCK_K == 0,
-        BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K,
-        num_warps=NUM_WARPS,
-        num_stages=NUM_STAGES,
+        EVEN_K=k % block_k == 0,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        num_warps=warps,
+        num_stages=stages,
+        **pdl.launch(x.device),
     )
     return y

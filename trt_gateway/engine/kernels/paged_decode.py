@@ -44,6 +44,8 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch; CPU installs may lack it
     triton = None
 
+from trt_gateway.engine.kernels import pdl
+
 _LOG2E = 1.4426950408889634  # exp(x) == exp2(x * log2(e)); exp2 is the hardware instruction
 _MAX_SPLITS = 16
 _MIN_TOKENS_PER_SPLIT = 256  # below this a split's fixed cost (partial write, merge) outweighs the parallelism
@@ -77,7 +79,10 @@ if triton is not None:
         BLOCK_N: tl.constexpr,  # context tokens per tile
         NUM_SPLITS: tl.constexpr,
         DOT_PRECISION: tl.constexpr,  # "ieee" for float32 inputs (tf32 would miss float32 accuracy), else ignored
+        PDL: tl.constexpr,
     ):
+        pdl.launch_dependents(PDL)
+        pdl.wait(PDL)  # q and the cache rows come from the kernel before (kernels/pdl.py)
         seq = tl.program_id(0)
         kv_head = tl.program_id(1)
         ctx = tl.load(context_lens_ptr + seq).to(tl.int32)
@@ -156,7 +161,10 @@ if triton is not None:
         HEAD_DIM: tl.constexpr,
         BLOCK_N: tl.constexpr,
         NUM_SPLITS: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        pdl.launch_dependents(PDL)
+        pdl.wait(PDL)  # the partials come from the attention kernel before
         seq = tl.program_id(0)
         head = tl.program_id(1)
         ctx = tl.load(context_lens_ptr + seq).to(tl.int32)
@@ -271,6 +279,7 @@ def paged_decode_attention(
         NUM_SPLITS=num_splits,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=num_warps,
+        **pdl.launch(q.device),
     )
     if num_splits > 1:
         _merge_splits_kernel[(batch, num_heads)](
@@ -285,5 +294,6 @@ def paged_decode_attention(
             BLOCK_N=block_n,
             NUM_SPLITS=num_splits,
             num_warps=num_warps,
+            **pdl.launch(q.device),
         )
     return out

@@ -30,6 +30,7 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch; CPU installs may lack it
     triton = None
 
+from trt_gateway.engine.kernels import pdl
 
 if triton is not None:
 
@@ -49,7 +50,10 @@ if triton is not None:
         eps,
         BLOCK: tl.constexpr,
         HAS_RESIDUAL: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        pdl.launch_dependents(PDL)
+        pdl.wait(PDL)  # every input may come from the kernel before (kernels/pdl.py)
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -119,6 +123,7 @@ def _launch(
         # 4096 columns: 8 warps, 16 values (two 16-byte loads of bf16) per thread.
         num_warps=min(16, max(4, block // 512)),
         enable_fp_fusion=False,
+        **pdl.launch(x.device),
     )
     return out, residual_out
 

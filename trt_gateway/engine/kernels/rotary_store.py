@@ -30,6 +30,7 @@ try:
 except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch; CPU installs may lack it
     triton = None
 
+from trt_gateway.engine.kernels import pdl
 
 if triton is not None:
 
@@ -87,7 +88,10 @@ if triton is not None:
         Q_HEADS_PAD: tl.constexpr,
         K_HEADS_PAD: tl.constexpr,
         WRITE_CACHE: tl.constexpr,
+        PDL: tl.constexpr,
     ):
+        pdl.launch_dependents(PDL)
+        pdl.wait(PDL)  # q, k, v come from the projection before; q and k are rewritten in place (kernels/pdl.py)
         tok = tl.program_id(0).to(tl.int64)
         pos = tl.load(positions_ptr + tok).to(tl.int64)
         j = tl.arange(0, HALF_PAD)
@@ -202,6 +206,7 @@ def apply_rotary_(
         WRITE_CACHE=cache is not None,
         num_warps=4,
         enable_fp_fusion=False,
+        **pdl.launch(q.device),
     )
 
 
