@@ -148,6 +148,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-model-len", type=int, default=2048, help="engine: prompt + output tokens of a sequence")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="engine: fraction of free memory")
     p.add_argument("--threads", type=int, default=0, help="CPU only: torch threads (0: torch's default)")
+    p.add_argument(
+        "--cuda-graph-max-batch", type=int, default=0, help="engine: largest decode batch in CUDA graphs (0: default)"
+    )
     p.add_argument("--hf-batch-sizes", default="1,64,256", help="hf-static: comma-separated batch sizes")
     p.add_argument("--hf-b1-tokens", type=int, default=32, help="hf-static: output tokens at batch 1 (HF is slow)")
     p.add_argument("--hf-cb-requests", type=int, default=256, help="hf-cb: requests given to generate_batch")
@@ -373,6 +376,8 @@ def run_engine(args: argparse.Namespace, model: str, device: str, dtype: str) ->
         gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=False, seed=args.seed,
         cpu_threads=args.threads if device == "cpu" else 0, quantization=args.quantization,
     )  # fmt: skip
+    if args.cuda_graph_max_batch:
+        options["cuda_graph_max_batch"] = args.cuda_graph_max_batch
     if not has_weights(model):
         options["load_format"] = "dummy"
     t0 = time.perf_counter()

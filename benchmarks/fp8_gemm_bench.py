@@ -67,7 +67,7 @@ def bench_shape(n: int, k: int, sweep: bool, rows_to_time: tuple[int, ...]) -> t
         "scaled_mm_fp8_us": per_call_us(lambda i: fp8_linear(x, *qs[i], None, one_row=False, kernels=True), c),
         "triton_fp8_gemv_us": per_call_us(lambda i: fp8_gemv(x, *qs[i]), c),
     }
-    if pdl.enabled(x.device):  # the same calls without programmatic dependent launch (kernels/pdl.py)
+    if pdl.ENABLED:  # the same calls without programmatic dependent launch (kernels/pdl.py)
         pdl.ENABLED = False
         try:
             row["triton_bf16_gemv_no_pdl_us"] = per_call_us(lambda i: gemv(x, ws[i]), c)

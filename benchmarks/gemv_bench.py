@@ -39,14 +39,17 @@ SHAPES = {  # name: (N, K) of W [N, K]
 
 
 def graph_ms(fn: Callable[[], object], replays: int = 20) -> float:
-    """Median milliseconds of one replay of a CUDA graph that calls fn once."""
+    """Median milliseconds of one replay of a CUDA graph that calls fn once (its kernels with PDL, as the engine's
+    graphs: kernels/pdl.py)."""
+    from trt_gateway.engine.kernels import pdl
+
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
+    with torch.cuda.stream(stream), pdl.for_graphs():
         fn()  # warm-up (Triton compiles here, outside the capture)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph), pdl.for_graphs():
         fn()
     times = []
     for _ in range(replays):

@@ -25,6 +25,7 @@ import time
 import torch
 
 from trt_gateway.engine.forward_batch import ForwardBatch
+from trt_gateway.engine.kernels import pdl
 from trt_gateway.engine.layers.attention import AttentionMetadata
 from trt_gateway.engine.layers.linear import one_row_gemv
 from trt_gateway.engine.models.llama import LlamaForCausalLM
@@ -73,7 +74,8 @@ class DecodeGraphs:
         pool = None
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), one_row_gemv():  # warm-up and capture alike, so Triton compiles outside
+        # Warm-up and capture alike, so Triton compiles (the one-row GEMVs, the PDL variants) outside the capture.
+        with torch.cuda.stream(stream), one_row_gemv(), pdl.for_graphs():
             for b in reversed(self.buckets):
                 self._forward(b)  # warm-up outside the graph: Triton compiles, cuBLAS picks its kernels
                 graph = torch.cuda.CUDAGraph()

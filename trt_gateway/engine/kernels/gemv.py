@@ -33,6 +33,19 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
 from trt_gateway.engine.kernels import pdl
 
 BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES = 4, 512, 4, 3
+# Two shapes do better with their own configuration (H200 sweep of `benchmarks/fp8_gemm_bench.py`, 2026-12-04,
+# per call with PDL, the fixed one -> this one): a wide fused q/k/v (N a bit over K) 15.6 -> 14.5 us with two rows
+# of 1,024 columns per program, and many rows of a short K (gate/up, lm_head) 63.1 -> 60.8 us with 16 rows of 256.
+WIDE_CONFIG = (16, 256, 4, 3)
+QKV_CONFIG = (2, 1024, 4, 3)
+
+
+def config_for(n: int, k: int) -> tuple[int, int, int, int]:
+    if n >= 16384 and k < 8192:
+        return WIDE_CONFIG
+    if k < n < 2 * k:
+        return QKV_CONFIG
+    return BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES
 
 
 if triton is not None:
@@ -93,7 +106,7 @@ def gemv(
     """x [1, K] @ weight [N, K].T (+ bias [N]) -> [1, N] in x's dtype, like F.linear for one row.
 
     weight: unit stride along K, any row stride (e.g. a part of a fused projection); x, weight and bias of one dtype.
-    config: (BLOCK_N, BLOCK_K, num_warps, num_stages) instead of the fixed one (`benchmarks/gemv_bench.py --sweep`).
+    config: (BLOCK_N, BLOCK_K, num_warps, num_stages) instead of `config_for(N, K)` (`gemv_bench.py --sweep`).
     """
     if triton is None:
         raise RuntimeError("triton is not installed")
@@ -105,7 +118,7 @@ def gemv(
     if x.dtype != weight.dtype or (bias is not None and (bias.dtype != x.dtype or bias.shape != (n,))):
         got = "none" if bias is None else f"{bias.dtype} {tuple(bias.shape)}"
         raise ValueError(f"x, weight and bias must share a dtype and bias be [{n}]: {x.dtype}, {weight.dtype}, {got}")
-    block_n, block_k, warps, stages = config or (BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES)
+    block_n, block_k, warps, stages = config or config_for(n, k)
     x = x.contiguous()
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     if n == 0:

@@ -15,6 +15,12 @@ The contract every kernel here that takes `PDL` keeps (`launch_dependents` / `wa
   memory this one is about to overwrite (the caching allocator reuses freed buffers in stream order);
 - a kernel launched after a non-PDL kernel (cuBLAS, torch) simply starts when that one ends: `wait` returns at once.
 
+Only kernels captured into CUDA graphs use it (the decode steps of up to `cuda_graph_max_batch` sequences). Eager
+steps (prefill chunks, decode batches above the graphs) do not: there, on an H200 with FP8 weights, a decode step
+of 1,024 sequences took 53 ms with PDL against 29 without (benchmarks/results/2026-12-04-h200-pdl-*.json), while
+graphed steps were as fast or faster. The likely cause, not confirmed: the CUTLASS FP8 GEMMs torch calls take part
+in PDL, and this side's kernels, launched early behind them, sit on the SMs the GEMM tiles need.
+
 `TRT_GATEWAY_PDL=0` turns it off (an A/B switch for `benchmarks/`; results are identical either way). It is also
 off in Triton's CPU interpreter and below compute capability 9.0, where the launch attribute does not exist.
 """
@@ -23,6 +29,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -45,9 +54,23 @@ def _hopper_or_newer(index: int) -> bool:
     return torch.cuda.get_device_capability(index) >= (9, 0)
 
 
+_FOR_GRAPHS: ContextVar[bool] = ContextVar("pdl_for_graphs", default=False)
+
+
+@contextmanager
+def for_graphs() -> Iterator[None]:
+    """Kernels launched in this block use PDL (where `enabled`): wrap a graph's warm-up and its capture alike, so
+    Triton compiles the PDL variants before the capture, not during it."""
+    token = _FOR_GRAPHS.set(True)
+    try:
+        yield
+    finally:
+        _FOR_GRAPHS.reset(token)
+
+
 def enabled(device: torch.device) -> bool:
-    """Whether kernels launched on `device` use PDL."""
-    if not ENABLED or _INTERPRETED or device.type != "cuda":
+    """Whether a kernel launched now on `device` uses PDL: only inside `for_graphs()`."""
+    if not ENABLED or _INTERPRETED or device.type != "cuda" or not _FOR_GRAPHS.get():
         return False
     return _hopper_or_newer(device.index if device.index is not None else torch.cuda.current_device())
 
