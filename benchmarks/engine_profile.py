@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--profile-steps", type=int, default=5)
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="a 2-layer toy config (CPU smoke runs)")
-    p.add_argument("--cuda-graph-max-batch", type=int, default=512)
+    p.add_argument("--cuda-graph-max-batch", type=int, default=1024)  # the engine's default
     p.add_argument("--no-kernels", action="store_true", help="the plain torch paths (no Triton, no graphs)")
     p.add_argument("--quantization", default="", choices=("", "fp8"), help="'fp8': FP8 weights (Hopper GPUs)")
     p.add_argument("--top", type=int, default=12, help="kernels listed per batch size")

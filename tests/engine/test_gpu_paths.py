@@ -8,6 +8,7 @@ to 1e-4 in logprobs; the kernels vs torch comparison is float32 as well (toleran
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from engine_helpers import make_engine, make_request, needs_cuda, prompts, run_u
 
 from trt_gateway.engine import EngineConfig, LLMEngine
 from trt_gateway.engine.cuda_graphs import batch_buckets
+from trt_gateway.engine.kv_cache import activation_bytes
 
 
 def test_buckets_cover_every_batch_size():
@@ -111,6 +113,22 @@ def test_graph_replays_match_eager_steps(llama):
     want = _run_staggered(eager, request_prompts)
     _compare(got, want, 1e-4)
     assert graphed.num_free_blocks == graphed.num_total_blocks
+
+
+@needs_cuda
+def test_graphs_share_one_logits_buffer_the_kv_budget_counts(llama):
+    """Every bucket's graph writes its logits into one [max_batch, V] buffer, and that is what the activation
+    estimate reserves: per-bucket outputs would sum over all buckets and go uncounted."""
+    engine = make_engine(llama.path, device="cuda", dtype="float32", max_num_seqs=64)
+    graphs = engine.model_runner.graphs
+    assert graphs is not None and graphs.max_batch == 64 and len(graphs.graphs) == len(batch_buckets(64)) > 1
+    vocab = engine.model_config.vocab_size
+    assert graphs.logits.shape == (64, vocab) and graphs.logits.dtype == torch.float32
+    config = engine.config
+    counted = activation_bytes(config, engine.model_config, engine.dtype, 64, gathers_kv=False) - activation_bytes(
+        dataclasses.replace(config, cuda_graph_max_batch=0), engine.model_config, engine.dtype, 64, gathers_kv=False
+    )
+    assert counted == graphs.logits.numel() * graphs.logits.element_size()
 
 
 def _run_staggered(engine, request_prompts):

@@ -51,6 +51,22 @@ def test_huge_budgets_are_capped_at_the_surplus_factor():
     assert num_kv_blocks(config, CFG, CPU, torch.float32, max_model_len=64) == SURPLUS_FACTOR * 2 * 4
 
 
+def test_activation_estimate_counts_the_cuda_graphs_logits_buffer():
+    """With the kernels (no KV gather) the graphs keep one [min(cuda_graph_max_batch, max_num_seqs), V] float32
+    buffer for the engine's lifetime; the torch paths capture no graphs, and cuda_graph_max_batch=0 turns them off."""
+    assert EngineConfig(model="x").cuda_graph_max_batch == 1024  # the default covers 1,024-sequence decode steps
+
+    def estimate(gathers_kv: bool, **options: int) -> int:
+        return activation_bytes(EngineConfig(model="x", **options), CFG, torch.bfloat16, 64, gathers_kv=gathers_kv)
+
+    vocab_row = CFG.vocab_size * 4
+    for seqs, graphed in ((2048, 1024), (128, 128)):  # the default batch, capped at max_num_seqs
+        off = estimate(False, max_num_seqs=seqs, cuda_graph_max_batch=0)
+        assert estimate(False, max_num_seqs=seqs) - off == graphed * vocab_row
+        assert estimate(False, max_num_seqs=seqs, cuda_graph_max_batch=40) - off == 40 * vocab_row
+        assert estimate(True, max_num_seqs=seqs) == estimate(True, max_num_seqs=seqs, cuda_graph_max_batch=0)
+
+
 @needs_cuda
 def test_cuda_budget_is_a_fraction_of_free_memory():
     device = torch.device("cuda")

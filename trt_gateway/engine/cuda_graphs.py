@@ -11,7 +11,13 @@ with one launch. A graph's shapes and addresses are fixed, so:
   blocks a sequence's context needs, so the width costs nothing per step;
 - padding rows compute a one-token context in a reserved block (`pad_block`, one block past those the block
   manager hands out), so they never write into a live sequence's KV;
-- all graphs share one memory pool, captured largest first, as the outputs of one replay are dead before the next.
+- all graphs share one memory pool, captured largest first: no two replays overlap, so one graph's temporaries
+  are dead before the next replay;
+- the logits are the one output that outlives a replay (the sampler reads them), so every graph copies its
+  [b, V] float32 logits into `buffer[:b]` of ONE static [max_batch, V] buffer allocated outside the pool. Kept as
+  each graph's own live output instead, they could not be reused and would sum over all buckets: 9.3 GB with a
+  128k vocabulary and buckets up to 1,024, none of it in the KV-cache budget's estimate; the one buffer is 0.5 GB,
+  and `kv_cache.activation_bytes` counts it.
 
 Only decode-only steps without LoRA qualify (`ForwardBatch.is_decode_only`); the rest (prompt chunks, verification
 of drafts, adapters) runs eagerly, where prompt-sized matmuls dwarf launch overhead anyway.
@@ -61,8 +67,10 @@ class DecodeGraphs:
         self.slot_mapping = torch.full((b,), self.pad_slot, dtype=torch.int64, device=device)
         self.context_lens = torch.ones(b, dtype=torch.int64, device=device)
         self.block_tables = torch.full((b, max_blocks), pad_block, dtype=torch.int64, device=device)
+        # Allocated here, before capture: outside the graphs' pool, so no graph's temporaries ever alias it.
+        # kv_cache.activation_bytes counts it (max_batch x vocab x 4 bytes).
+        self.logits = torch.empty(b, model.config.vocab_size, dtype=torch.float32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.logits: dict[int, torch.Tensor] = {}  # bucket -> its static [bucket, V] float32 output
         self.capture_s = 0.0
 
     def describe(self) -> str:
@@ -80,7 +88,9 @@ class DecodeGraphs:
                 self._forward(b)  # warm-up outside the graph: Triton compiles, cuBLAS picks its kernels
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    self.logits[b] = self._forward(b)
+                    # The graph's own logits are a temporary, back in the pool once copied (the next, smaller
+                    # graph reuses that memory); the copy is what a replay leaves behind.
+                    self.logits[:b].copy_(self._forward(b))
                 pool = graph.pool()
                 self.graphs[b] = graph
         torch.cuda.current_stream().wait_stream(stream)
@@ -104,7 +114,7 @@ class DecodeGraphs:
 
     def run(self, batch: ForwardBatch) -> torch.Tensor:
         """Replay the bucket of `batch` (decode-only, see fits) -> logits [n, V] float32 of its n rows: a view of
-        the graph's output, valid until the next replay."""
+        the static logits buffer, valid until the next replay (of any bucket: all write the same buffer)."""
         n = batch.meta.num_decodes
         b = next(size for size in self.buckets if size >= n)
         meta = batch.meta
@@ -119,4 +129,4 @@ class DecodeGraphs:
             self.context_lens[n:b].fill_(1)
             self.block_tables[n:b, 0].fill_(self.pad_block)
         self.graphs[b].replay()
-        return self.logits[b][:n]
+        return self.logits[:n]

@@ -5,7 +5,8 @@ two slices. Its size comes from a byte budget:
 - `num_kv_blocks` when configured (tests, benchmarks);
 - CPU: `kv_cache_bytes`, default enough for max_num_seqs full-length sequences but at most 256 MiB;
 - CUDA: gpu_memory_utilization x the memory free after loading the weights, less an estimate of the step's peak
-  activations (with the torch attention path the padded decode gather is the big one; the kernels read in place).
+  activations (with the torch attention path the padded decode gather is the big one; the kernels read in place)
+  and of the CUDA graphs' static logits buffer.
 Budgets are capped at SURPLUS_FACTOR x what max_num_seqs full-length sequences can use: beyond that, blocks only
 hold more prefix cache, and each one costs host-side bookkeeping (a tiny model on an 80 GB GPU would otherwise get
 millions). One max_model_len sequence must fit (it could never finish otherwise): a max_model_len left at its default
@@ -39,14 +40,19 @@ def activation_bytes(
     config: EngineConfig, cfg: ModelConfig, dtype: torch.dtype, max_model_len: int, gathers_kv: bool = True
 ) -> int:
     """A generous estimate of one step's transient memory on top of weights and cache (CUDA graphs' pool
-    included: it holds one decode step of the largest captured batch, far less than a full token budget)."""
+    included: it holds one decode step of the largest captured batch, far less than a full token budget), plus, where
+    CUDA graphs are captured (the kernels, i.e. not gathers_kv, and cuda_graph_max_batch > 0), their static logits
+    buffer: min(cuda_graph_max_batch, max_num_seqs) x vocab float32, held for the engine's lifetime."""
     itemsize = torch.empty((), dtype=dtype).element_size()
     kv_width = cfg.num_key_value_heads * cfg.head_dim
     q_width = cfg.num_attention_heads * cfg.head_dim
     per_token = (4 * cfg.hidden_size + q_width + 2 * kv_width + 3 * cfg.intermediate_size) * itemsize
     decode_gather = 2 * config.max_num_seqs * max_model_len * kv_width * itemsize if gathers_kv else 0
     sampler = 6 * config.max_num_seqs * cfg.vocab_size * 4  # float32 logits, clones, sort, noise
-    return config.max_num_batched_tokens * per_token + decode_gather + sampler
+    # CUDA graphs (captured with the kernels, i.e. when not gathers_kv) copy their logits into one static buffer.
+    graphs = 0 if gathers_kv else min(config.cuda_graph_max_batch, config.max_num_seqs)
+    graph_logits = graphs * cfg.vocab_size * 4
+    return config.max_num_batched_tokens * per_token + decode_gather + sampler + graph_logits
 
 
 def num_kv_blocks(
