@@ -67,16 +67,6 @@ def bench_shape(n: int, k: int, sweep: bool, rows_to_time: tuple[int, ...]) -> t
         "scaled_mm_fp8_us": per_call_us(lambda i: fp8_linear(x, *qs[i], None, one_row=False, kernels=True), c),
         "triton_fp8_gemv_us": per_call_us(lambda i: fp8_gemv(x, *qs[i]), c),
     }
-    if k >= 8192:  # the down projection: the SwiGLU apart (two launches) or folded into the GEMV (`gated`)
-        from trt_gateway.engine.kernels.activation import silu_and_mul
-
-        gu = torch.randn(1, 2 * k, device="cuda", dtype=torch.bfloat16)
-        row["bf16_silu_then_gemv_us"] = per_call_us(lambda i: gemv(silu_and_mul(gu), ws[i]), c)
-        row["bf16_gated_gemv_us"] = per_call_us(lambda i: gemv(gu, ws[i], gated=True), c)
-        row["fp8_silu_then_gemv_us"] = per_call_us(lambda i: fp8_gemv(silu_and_mul(gu), *qs[i]), c)
-        for cfg in ((16, 512, 8, 3), (8, 1024, 4, 3), (8, 512, 4, 3), (4, 1024, 4, 3)):
-            key = "fp8_gated_gemv_us_" + "x".join(map(str, cfg))
-            row[key] = per_call_us(lambda i, cfg=cfg: fp8_gemv(gu, *qs[i], config=cfg, gated=True), c)
     if pdl.ENABLED:  # the same calls without programmatic dependent launch (kernels/pdl.py)
         pdl.ENABLED = False
         try:

@@ -30,29 +30,10 @@ from trt_gateway.engine.kernels import pdl
 
 # Triton reads TRITON_INTERPRET once, when it is imported; so does this module.
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-LIBDEVICE_EXP = not _INTERPRETED  # the interpreter has no libdevice
 _BLOCK = 1024  # columns per program: 8 bf16 values (one 16-byte load) per thread at 4 warps
 
 
 if triton is not None:
-
-    @triton.jit
-    def silu_and_mul_at(gate_up_ptr, inter, cols, mask, LIBDEVICE_EXP: tl.constexpr):
-        """silu(gate) * up at columns `cols` of one row (gate = [0, inter), up = [inter, 2 inter) from gate_up_ptr),
-        rounded as torch rounds it; `mask` None or [len(cols)]. Also inlined by the one-row GEMVs (`gated`)."""
-        dtype = gate_up_ptr.dtype.element_ty
-        if mask is None:  # a constexpr test: the unmasked loads of whole tiles
-            gate = tl.load(gate_up_ptr + cols).to(tl.float32)
-            up = tl.load(gate_up_ptr + inter + cols).to(tl.float32)
-        else:
-            gate = tl.load(gate_up_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-            up = tl.load(gate_up_ptr + inter + cols, mask=mask, other=0.0).to(tl.float32)
-        if LIBDEVICE_EXP:
-            e = libdevice.exp(-gate)  # accurate expf, as torch's CUDA kernel (tl.exp is the faster ex2.approx)
-        else:
-            e = tl.exp(-gate)
-        act = tl.math.div_rn(gate, 1.0 + e).to(dtype).to(tl.float32)
-        return (act * up).to(dtype)
 
     @triton.jit
     def _silu_and_mul_kernel(
@@ -70,8 +51,15 @@ if triton is not None:
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < inter
-        out = silu_and_mul_at(gate_up_ptr + row * stride_in, inter, cols, mask, LIBDEVICE_EXP)
-        tl.store(out_ptr + row * stride_out + cols, out, mask=mask)
+        dtype = out_ptr.dtype.element_ty
+        gate = tl.load(gate_up_ptr + row * stride_in + cols, mask=mask, other=0.0).to(tl.float32)
+        up = tl.load(gate_up_ptr + row * stride_in + inter + cols, mask=mask, other=0.0).to(tl.float32)
+        if LIBDEVICE_EXP:
+            e = libdevice.exp(-gate)  # accurate expf, as torch's CUDA kernel (tl.exp is the faster ex2.approx)
+        else:
+            e = tl.exp(-gate)
+        act = tl.math.div_rn(gate, 1.0 + e).to(dtype).to(tl.float32)
+        tl.store(out_ptr + row * stride_out + cols, (act * up).to(dtype), mask=mask)
 
 
 def silu_and_mul(gate_up: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,7 +86,7 @@ def silu_and_mul(gate_up: torch.Tensor, out: torch.Tensor | None = None) -> torc
         out.stride(0),
         inter,
         BLOCK=_BLOCK,
-        LIBDEVICE_EXP=LIBDEVICE_EXP,
+        LIBDEVICE_EXP=not _INTERPRETED,
         num_warps=4,
         enable_fp_fusion=False,
         **pdl.launch(gate_up.device),

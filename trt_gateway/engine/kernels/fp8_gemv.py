@@ -25,7 +25,6 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 from trt_gateway.engine.kernels import pdl
-from trt_gateway.engine.kernels.activation import LIBDEVICE_EXP, silu_and_mul_at
 
 # (BLOCK_N, BLOCK_K, num_warps, num_stages); the benchmark sweeps alternatives through `fp8_gemv(config=...)`.
 CONFIG = (8, 1024, 4, 3)  # o_proj, down_proj: few rows, or long K
@@ -33,13 +32,7 @@ WIDE_CONFIG = (16, 256, 4, 4)  # many rows of a short K (gate/up): more rows per
 MID_CONFIG = (16, 512, 8, 3)  # q/k/v
 
 
-# Gated (the SwiGLU folded in): 8 x 1024 would hold 167 registers per thread against 128 here.
-GATED_CONFIG = (16, 512, 8, 3)
-
-
-def config_for(n: int, k: int, gated: bool = False) -> tuple[int, int, int, int]:
-    if gated:
-        return GATED_CONFIG
+def config_for(n: int, k: int) -> tuple[int, int, int, int]:
     if k >= 8192:
         return CONFIG
     return WIDE_CONFIG if n >= 16384 else MID_CONFIG if n > k else CONFIG
@@ -49,7 +42,7 @@ if triton is not None:
 
     @triton.jit
     def _fp8_gemv_kernel(
-        x_ptr,  # [K] bfloat16, unit stride; GATED: [2K], gate then up
+        x_ptr,  # [K] bfloat16, unit stride
         w_ptr,  # [N, K] float8_e4m3fn, unit column stride
         scale_ptr,  # [N] float32
         bias_ptr,  # [N] or a dummy when not HAS_BIAS
@@ -62,8 +55,6 @@ if triton is not None:
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         PDL: tl.constexpr,
-        GATED: tl.constexpr,  # x = silu(gate) * up, computed here (kernels/gemv.py)
-        LIBDEVICE_EXP: tl.constexpr,
     ):
         pdl.launch_dependents(PDL)
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -78,17 +69,11 @@ if triton is not None:
             cols = k0 + tl.arange(0, BLOCK_K)
             if EVEN_K:
                 w = tl.load(w_rows + cols[None, :])
-                if GATED:
-                    x = silu_and_mul_at(x_ptr, k, cols, None, LIBDEVICE_EXP)
-                else:
-                    x = tl.load(x_ptr + cols)
+                x = tl.load(x_ptr + cols)
             else:
                 col_ok = cols < k
                 w = tl.load(w_rows + cols[None, :], mask=col_ok[None, :], other=0.0)
-                if GATED:
-                    x = silu_and_mul_at(x_ptr, k, cols, col_ok, LIBDEVICE_EXP)
-                else:
-                    x = tl.load(x_ptr + cols, mask=col_ok, other=0.0)
+                x = tl.load(x_ptr + cols, mask=col_ok, other=0.0)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
         y = tl.sum(acc, axis=1) * tl.load(scale_ptr + rows, mask=row_ok, other=0.0)
         if HAS_BIAS:
@@ -102,23 +87,18 @@ def fp8_gemv(
     scale: torch.Tensor,
     bias: torch.Tensor | None = None,
     config: tuple[int, int, int, int] | None = None,
-    *,
-    gated: bool = False,
 ) -> torch.Tensor:
-    """x [1, K] @ (q [N, K] float8_e4m3fn * scale [N]).T (+ bias [N]) -> [1, N] in x's dtype.
-
-    gated: x is the gate/up output [1, 2K], multiplied as silu(gate) * up (`kernels.gemv.gemv`'s `gated`)."""
+    """x [1, K] @ (q [N, K] float8_e4m3fn * scale [N]).T (+ bias [N]) -> [1, N] in x's dtype."""
     if triton is None:
         raise RuntimeError("triton is not installed")
-    if x.dim() != 2 or x.shape[0] != 1 or q.dim() != 2 or x.shape[1] != q.shape[1] * (2 if gated else 1):
-        want = "[1, 2K]" if gated else "[1, K]"
-        raise ValueError(f"fp8_gemv takes x {want} and q [N, K], got {tuple(x.shape)} and {tuple(q.shape)}")
+    if x.dim() != 2 or x.shape[0] != 1 or q.dim() != 2 or x.shape[1] != q.shape[1]:
+        raise ValueError(f"fp8_gemv takes x [1, K] and q [N, K], got {tuple(x.shape)} and {tuple(q.shape)}")
     n, k = q.shape
     if q.stride(1) != 1 or q.dtype != torch.float8_e4m3fn:
         raise ValueError(f"q must be float8_e4m3fn with unit stride along K, got {q.dtype}, strides {q.stride()}")
     if scale.shape != (n,) or scale.dtype != torch.float32 or not scale.is_contiguous():
         raise ValueError(f"scale must be a contiguous float32 [{n}], got {scale.dtype} {tuple(scale.shape)}")
-    block_n, block_k, warps, stages = config or config_for(n, k, gated)
+    block_n, block_k, warps, stages = config or config_for(n, k)
     x = x.contiguous()
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     if n == 0:
@@ -138,8 +118,6 @@ def fp8_gemv(
         BLOCK_K=block_k,
         num_warps=warps,
         num_stages=stages,
-        GATED=gated,
-        LIBDEVICE_EXP=LIBDEVICE_EXP,
         **pdl.launch(x.device),
     )
     return y

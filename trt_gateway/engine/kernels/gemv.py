@@ -31,7 +31,6 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     triton = None
 
 from trt_gateway.engine.kernels import pdl
-from trt_gateway.engine.kernels.activation import LIBDEVICE_EXP, silu_and_mul_at
 
 BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES = 4, 512, 4, 3
 # Two shapes do better with their own configuration (H200 sweep of `benchmarks/fp8_gemm_bench.py`, 2026-12-04,
@@ -39,14 +38,9 @@ BLOCK_N, BLOCK_K, NUM_WARPS, NUM_STAGES = 4, 512, 4, 3
 # of 1,024 columns per program, and many rows of a short K (gate/up, lm_head) 63.1 -> 60.8 us with 16 rows of 256.
 WIDE_CONFIG = (16, 256, 4, 3)
 QKV_CONFIG = (2, 1024, 4, 3)
-# Gated (the SwiGLU folded in, see `gemv`): every program reads two activation tiles per weight tile, so more rows
-# per program cut that L2 traffic 4x; the plain down projection ran the same with it (30.4 against 30.3 us).
-GATED_CONFIG = (16, 512, 8, 3)
 
 
-def config_for(n: int, k: int, gated: bool = False) -> tuple[int, int, int, int]:
-    if gated:
-        return GATED_CONFIG
+def config_for(n: int, k: int) -> tuple[int, int, int, int]:
     if n >= 16384 and k < 8192:
         return WIDE_CONFIG
     if k < n < 2 * k:
@@ -58,7 +52,7 @@ if triton is not None:
 
     @triton.jit
     def _gemv_kernel(
-        x_ptr,  # [K], unit stride; GATED: [2K], gate then up
+        x_ptr,  # [K], unit stride
         w_ptr,  # [N, K], unit column stride
         bias_ptr,  # [N] or a dummy when not HAS_BIAS
         y_ptr,  # [N]
@@ -70,8 +64,6 @@ if triton is not None:
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         PDL: tl.constexpr,
-        GATED: tl.constexpr,  # x = silu(gate) * up, computed here from the gate/up projection's output
-        LIBDEVICE_EXP: tl.constexpr,
     ):
         pdl.launch_dependents(PDL)
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -87,26 +79,17 @@ if triton is not None:
             pdl.wait(PDL)
             for k0 in range(BLOCK_K, k, BLOCK_K):
                 w_next = tl.load(w_rows + (k0 + cols)[None, :])
-                if GATED:
-                    x = silu_and_mul_at(x_ptr, k, (k0 - BLOCK_K) + cols, None, LIBDEVICE_EXP)
-                else:
-                    x = tl.load(x_ptr + (k0 - BLOCK_K) + cols)
+                x = tl.load(x_ptr + (k0 - BLOCK_K) + cols)
                 acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
                 w = w_next
-            if GATED:
-                x = silu_and_mul_at(x_ptr, k, (k - BLOCK_K) + cols, None, LIBDEVICE_EXP)
-            else:
-                x = tl.load(x_ptr + (k - BLOCK_K) + cols)
+            x = tl.load(x_ptr + (k - BLOCK_K) + cols)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
         else:
             pdl.wait(PDL)
             for k0 in range(0, k, BLOCK_K):
                 col_ok = k0 + cols < k
                 w = tl.load(w_rows + (k0 + cols)[None, :], mask=col_ok[None, :], other=0.0)
-                if GATED:
-                    x = silu_and_mul_at(x_ptr, k, k0 + cols, col_ok, LIBDEVICE_EXP)
-                else:
-                    x = tl.load(x_ptr + k0 + cols, mask=col_ok, other=0.0)
+                x = tl.load(x_ptr + k0 + cols, mask=col_ok, other=0.0)
                 acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
         y = tl.sum(acc, axis=1)
         if HAS_BIAS:
@@ -119,28 +102,23 @@ def gemv(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     config: tuple[int, int, int, int] | None = None,
-    *,
-    gated: bool = False,
 ) -> torch.Tensor:
     """x [1, K] @ weight [N, K].T (+ bias [N]) -> [1, N] in x's dtype, like F.linear for one row.
 
     weight: unit stride along K, any row stride (e.g. a part of a fused projection); x, weight and bias of one dtype.
     config: (BLOCK_N, BLOCK_K, num_warps, num_stages) instead of `config_for(N, K)` (`gemv_bench.py --sweep`).
-    gated: x is the gate/up projection's output [1, 2K] and the product is taken with silu(gate) * up, computed as
-    `kernels.activation.silu_and_mul` computes it (the same roundings, so the same result as the two launches).
     """
     if triton is None:
         raise RuntimeError("triton is not installed")
-    if x.dim() != 2 or x.shape[0] != 1 or weight.dim() != 2 or x.shape[1] != weight.shape[1] * (2 if gated else 1):
-        want = "[1, 2K]" if gated else "[1, K]"
-        raise ValueError(f"gemv takes x {want} and weight [N, K], got {tuple(x.shape)} and {tuple(weight.shape)}")
+    if x.dim() != 2 or x.shape[0] != 1 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"gemv takes x [1, K] and weight [N, K], got {tuple(x.shape)} and {tuple(weight.shape)}")
     n, k = weight.shape
     if weight.stride(1) != 1:
         raise ValueError("weight must have unit stride along K")
     if x.dtype != weight.dtype or (bias is not None and (bias.dtype != x.dtype or bias.shape != (n,))):
         got = "none" if bias is None else f"{bias.dtype} {tuple(bias.shape)}"
         raise ValueError(f"x, weight and bias must share a dtype and bias be [{n}]: {x.dtype}, {weight.dtype}, {got}")
-    block_n, block_k, warps, stages = config or config_for(n, k, gated)
+    block_n, block_k, warps, stages = config or config_for(n, k)
     x = x.contiguous()
     y = torch.empty(1, n, dtype=x.dtype, device=x.device)
     if n == 0:
@@ -159,8 +137,6 @@ def gemv(
         BLOCK_K=block_k,
         num_warps=warps,
         num_stages=stages,
-        GATED=gated,
-        LIBDEVICE_EXP=LIBDEVICE_EXP,
         **pdl.launch(x.device),
     )
     return y

@@ -69,28 +69,6 @@ def linear(
     return F.linear(x, weight, bias)
 
 
-def silu_gated_linear(
-    gate_up: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    use_kernels: bool,
-    weight_scale: torch.Tensor | None = None,
-) -> torch.Tensor | None:
-    """linear(silu_and_mul(gate_up), ...) as one GEMV launch, where `linear` would take the one-row GEMV (see there);
-    None elsewhere, and the caller runs the activation and the projection apart. The kernel computes the SwiGLU
-    tile by tile as the activation kernel does, so the result is the same; the step saves a launch and the [1, I]
-    intermediate (batch-1 decode, where every launch in the graph costs microseconds)."""
-    if not (use_kernels and gate_up.shape[0] == 1 and weight.stride(1) == 1 and _ONE_ROW_GEMV.get()):
-        return None
-    if weight_scale is not None:
-        from trt_gateway.engine.kernels.fp8_gemv import fp8_gemv
-
-        return fp8_gemv(gate_up, weight, weight_scale, bias, gated=True)
-    from trt_gateway.engine.kernels.gemv import gemv
-
-    return gemv(gate_up, weight, bias, gated=True)
-
-
 class Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
         super().__init__()
@@ -110,10 +88,6 @@ class Linear(nn.Module):
         y = linear(x, self.weight, self.bias, self.use_kernels, self.weight_scale)
         delta = self.lora_term(x, lora)
         return y if delta is None else y + delta
-
-    def forward_silu_gated(self, gate_up: torch.Tensor) -> torch.Tensor | None:
-        """forward(silu(gate) * up) in one launch for the batch-1 GEMV (`silu_gated_linear`), else None."""
-        return silu_gated_linear(gate_up, self.weight, self.bias, self.use_kernels, self.weight_scale)
 
     def lora_term(self, x: torch.Tensor, lora: LoraBatch | None) -> torch.Tensor | None:
         """The batched LoRA term of x [T, in] -> [T, out], or None when no token of the step has an adapter."""

@@ -99,10 +99,6 @@ class LlamaMLP(nn.Module):
             gate_up = self.gate_up(x, lora)
         else:
             gate_up = torch.cat([self.gate_proj(x, lora), self.up_proj(x, lora)], dim=-1)
-        if not self.gelu and lora is None:  # the batch-1 GEMV takes the SwiGLU in (layers/linear.py)
-            out = self.down_proj.forward_silu_gated(gate_up)
-            if out is not None:
-                return out
         act = gelu_tanh_and_mul(gate_up) if self.gelu else silu_and_mul(gate_up, self.use_kernels)
         return self.down_proj(act, lora)
 
