@@ -6,7 +6,7 @@
 # the exact 64 wheels that the image lacks (Python 3.12, manylinux x86_64, --no-deps --only-binary=:all:),
 # slims the vllm wheel (drops FlashAttention-2, the vllm-rs frontend binary and the deep_gemm extensions that
 # are not for cp312; FlashAttention-3 stays), repacks it with `wheel pack` (which regenerates RECORD), tars
-# the wheels as wheels/*.whl and splits the tar into 60 MiB parts with sha256 sums. The parts travel one per
+# the wheels as wheels/*.whl and splits the tar into parts (PART_SIZE, 36 MiB) with sha256 sums. The parts travel one per
 # device run; docs/performance.md ("The gateway in front of vLLM") shows how they are installed there.
 #
 # Usage: scripts/build_vllm_bundle.sh [WORKDIR]      (default: <repo>/.vllm_peer, which must stay git-ignored)
@@ -90,7 +90,9 @@ WHEELS=(
 )
 VLLM_WHEEL=vllm-0.26.0-cp38-abi3-linux_x86_64.whl                # slim, repacked
 VLLM_PYPI_WHEEL=vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl   # as downloaded
-PART_SIZE=60M
+# The device run carries the whole checkout too (~26 MB, mostly the demo model) within its 64 MiB, so a part
+# is 36 MiB (6 runs), not the recipe's 60 (2026-12-04: a 60 MiB part was refused).
+PART_SIZE="${PART_SIZE:-36M}"
 
 mkdir -p "$WORK/wheels"
 cd "$WORK"
@@ -151,7 +153,7 @@ for whl in "${WHEELS[@]}"; do
   fi
 done
 
-# 3. Tar as wheels/*.whl, split into 60 MiB parts, record sums of the parts and of the whole tar.
+# 3. Tar as wheels/*.whl, split into PART_SIZE parts, record sums of the parts and of the whole tar.
 rm -f vllm_bundle.tar vllm_bundle.tar.part-* SHA256SUMS
 tar -cf vllm_bundle.tar wheels/*.whl
 split -b "$PART_SIZE" vllm_bundle.tar vllm_bundle.tar.part-

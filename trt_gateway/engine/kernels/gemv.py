@@ -12,9 +12,15 @@ cuBLAS -> this kernel (`benchmarks/gemv_bench.py`; benchmarks/results/2026-11-23
                 down 4096 x 14336: 45.0 -> 42.1; lm_head 128256 x 4096: 381 -> 344 (3.06 TB/s)
     Qwen2-7B    q/k/v 4608 x 3584: 14.2 -> 13.2; o: 11.8 -> 10.9; gate/up: 98.0 -> 90.2; down: 55.9 -> 49.5
 A whole batch-1 step of the 8B model: 6.22 -> 5.88 ms per token (with the rotary kernel's K/V store; H100; docs/performance.md).
-One fixed configuration (4 rows, 512 columns, 4 warps, 3 stages) is within 3 % of the best of 72 (`--sweep`) on
-average over those shapes and 10 % in the worst (8B q/k/v); a fixed one keeps the summation order, hence the output,
-the same on every run.
+On the H100 one fixed configuration (4 rows, 512 columns, 4 warps, 3 stages) was within 3 % of the best of 72
+(`--sweep`) on average over those shapes and 10 % in the worst (8B q/k/v); on an H200 two shapes gain from their
+own (`config_for`). The configuration depends only on the shape, so the summation order, hence the output, is the
+same on every run.
+
+Inside CUDA graphs the kernel takes part in programmatic dependent launch (`kernels/pdl.py`): it loads its first
+weight tile, then waits for the kernel before it; each program keeps the next tile in flight while it uses the
+current one. On an H200 (per call, graphs of 32 calls, with PDL -> without): q/k/v 14.7 / 15.6 us, o 10.0 / 11.6,
+gate/up 60.3 / 61.6, down 30.1 / 30.9 (3.4-3.9 TB/s; benchmarks/results/2026-12-04-h200-s7-pdl-graphs-gemm.json).
 
 Numerics: products and sums in float32 (for half inputs as for float32 ones), bias added in float32, one rounding to
 the output dtype: what cuBLAS does, in another summation order, so results agree to the output dtype's rounding.
