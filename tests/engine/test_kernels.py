@@ -63,7 +63,7 @@ direct = pytest.mark.skipif(not DIRECT, reason="runs in the interpreter child (t
 
 # How many tests the child must pass: a child that silently skips or collects nothing cannot pass the wrapper.
 # Update it when adding a case.
-KERNEL_CASES = 45
+KERNEL_CASES = 50
 
 
 @pytest.mark.skipif(DIRECT, reason="the kernel tests run directly")
@@ -437,6 +437,62 @@ def test_rotary_also_writes_the_kv_cache(dtype):
         apply_rotary_(q, k, positions, module.cos, module.sin, KVWrite(v, caches[0], caches[1], slots[:-1]))
     with pytest.raises(ValueError, match="caches"):
         apply_rotary_(q, k, positions, module.cos, module.sin, KVWrite(v, caches[0][..., :16], caches[1], slots))
+
+
+# --------------------------------------------------------------------------------------------------- FP8 KV cache
+FP8_KV = torch.float8_e4m3fn
+
+
+@direct
+@pytest.mark.parametrize("dtype", [torch.float32, HALF], ids=["fp32", "half"])
+def test_rotary_writes_an_fp8_cache_as_write_kv_does(dtype):
+    """The bytes the rotary kernel stores into an FP8 cache are those `write_kv` stores (clamped to +-448, rounded
+    to nearest even), values past the range included (on the GPU; the interpreter's own FP8 cast is looser)."""
+    heads, kv_heads, head_dim, tokens, num_blocks, block_size = 4, 2, 32, 7, 5, 4
+    module = RotaryEmbedding(RopeConfig(rope_type="default", theta=10000.0), head_dim, 512, torch.device(DEVICE))
+    gen = torch.Generator().manual_seed(41)
+    qkv = (torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, generator=gen) * 200).to(DEVICE, dtype)
+    q = qkv[:, : heads * head_dim].view(tokens, heads, head_dim)
+    k = qkv[:, heads * head_dim : (heads + kv_heads) * head_dim].view(tokens, kv_heads, head_dim)
+    v = qkv[:, (heads + kv_heads) * head_dim :].view(tokens, kv_heads, head_dim)
+    positions = torch.randint(0, 512, (tokens,), generator=gen).to(DEVICE)
+    slots = torch.randperm(num_blocks * block_size, generator=gen)[:tokens].to(DEVICE)
+    caches = torch.zeros(2, num_blocks, block_size, kv_heads, head_dim, device=DEVICE, dtype=FP8_KV)
+    want_caches = caches.clone()
+    _, want_k = module(positions, q.clone(), k.clone())
+    write_kv(want_caches[0], want_caches[1], want_k, v, slots)
+    apply_rotary_(q, k, positions, module.cos, module.sin, KVWrite(v, caches[0], caches[1], slots))
+    if CUDA:  # cvt.rn.satfinite: round to nearest even, as torch
+        assert torch.equal(caches.view(torch.uint8), want_caches.view(torch.uint8))
+    else:  # Triton's interpreter casts to FP8 its own way (seen with triton 3.9: ties away from zero, subnormals
+        # flushed, some values that round up to a power of two land one power low: 128 -> 64), so here each slot
+        # is within that factor of what write_kv stored (a wrong slot would be far off); the bytes: on the GPU
+        got, want = caches.float(), want_caches.float()
+        assert bool(((got - want).abs() <= 0.5 * want.abs() + 2**-6).all())
+    assert float(caches.float().abs().max()) == 448.0  # saturated, not NaN
+
+
+@direct
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_decode_over_an_fp8_cache_is_decode_over_its_values(num_splits):
+    """An FP8 cache holds values unscaled: the kernel and the torch path both attend over them as stored."""
+    gen = torch.Generator().manual_seed(43 + num_splits)
+    q, k, v, tables, ctx = decode_case(gen, 8, 2, 32, 16, [1, 5, 17, 64, 70], torch.float32)
+    k8, v8 = (4 * k).to(FP8_KV), (4 * v).to(FP8_KV)
+    want = decode_attention(q, k8.float(), v8.float(), tables, ctx, 0.2)
+    torch.testing.assert_close(decode_attention(q, k8, v8, tables, ctx, 0.2), want, atol=0, rtol=0)
+    got = paged_decode_attention(q, k8, v8, tables, ctx, 0.2, block_n=16, num_splits=num_splits)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@direct
+def test_prefill_over_an_fp8_cache_is_prefill_over_its_values():
+    gen = torch.Generator().manual_seed(47)
+    q, k, v, tables, query_start, ctx = prefill_case(gen, 4, 2, 32, 16, MIXED, torch.float32)
+    k8, v8 = (4 * k).to(FP8_KV), (4 * v).to(FP8_KV)
+    want = prefill_reference(q, k8.float(), v8.float(), tables, MIXED, 0.2)
+    got = paged_prefill_attention(q, k8, v8, tables, query_start, ctx, max(n for _, n in MIXED), 0.2, block_n=16)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------------------- GEMV

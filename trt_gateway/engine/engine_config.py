@@ -17,6 +17,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 SPECULATIVE_MODES = ("", "ngram", "draft")
 LOAD_FORMATS = ("safetensors", "dummy")
 QUANTIZATIONS = ("", "fp8")
+KV_CACHE_DTYPES = ("auto", "fp8")
 # (max_num_seqs, max_num_batched_tokens) when not configured. A CPU engine is compute-bound at a few sequences; on a
 # GPU, decode steps are nearly free up to hundreds of sequences (an 8B model's step costs 6.3 ms at batch 1 and
 # 10.3 ms at batch 256 on an H100), and 8,192-token prefill steps keep the matrix units busy.
@@ -60,6 +61,9 @@ class EngineConfig:
     # "fp8": decoder projections in FP8 E4M3 with per-channel scales (Hopper only; computes in bfloat16). "": as the
     # checkpoint is (an FP8 checkpoint is served in FP8 where the GPU can, else dequantized). docs/engine.md#fp8
     quantization: str = ""
+    # "fp8": the KV cache in FP8 E4M3 (half the bytes: twice the tokens, half attention's reads), values stored as
+    # they are (scale 1, saturating at +-448). "auto": the model's dtype. docs/engine.md#fp8-kv-cache
+    kv_cache_dtype: str = "auto"
     max_model_len: int | None = None  # prompt + output tokens of one sequence; None: the model's max positions
     # Batch limits; 0 picks the device's default (`DEVICE_DEFAULTS`, applied by `for_device`).
     max_num_seqs: int = 0  # sequences in the running batch
@@ -112,6 +116,10 @@ class EngineConfig:
             raise EngineConfigError(f"must be one of {LOAD_FORMATS}, got {self.load_format!r}", field="load_format")
         if self.quantization not in QUANTIZATIONS:
             raise EngineConfigError(f"must be one of {QUANTIZATIONS}, got {self.quantization!r}", field="quantization")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise EngineConfigError(
+                f"must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}", field="kv_cache_dtype"
+            )
         if self.dtype not in DTYPES:
             raise EngineConfigError(f"must be one of {DTYPES}, got {self.dtype!r}", field="dtype")
         if self.block_size < 1:

@@ -31,6 +31,24 @@ MIN_AUTO_MODEL_LEN = 128
 logger = logging.getLogger(__name__)
 
 
+FP8_KV = torch.float8_e4m3fn
+
+
+def resolve_kv_dtype(config: EngineConfig, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The cache's element type: the model's dtype, or FP8 E4M3 (`kv_cache_dtype="fp8"`). On a GPU the kernels
+    convert FP8 with instructions of compute capability 8.9 (Ada, Hopper) and newer, so older GPUs refuse it."""
+    if config.kv_cache_dtype != "fp8":
+        return dtype
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+        raise EngineConfigError(
+            f"an FP8 KV cache needs compute capability 8.9 or newer; {name} has {major}.{minor}",
+            field="kv_cache_dtype",
+        )
+    return FP8_KV
+
+
 def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
     itemsize = torch.empty((), dtype=dtype).element_size()
     return 2 * cfg.num_hidden_layers * block_size * cfg.num_key_value_heads * cfg.head_dim * itemsize
@@ -64,10 +82,14 @@ def num_kv_blocks(
     *,
     extra_bytes_per_block: int = 0,
     gathers_kv: bool = True,
+    kv_dtype: torch.dtype | None = None,
 ) -> int:
     """extra_bytes_per_block: another cache indexed by the same blocks (the draft model's KV); gathers_kv: the torch
-    attention path copies every decode's context per step (the kernels do not)."""
-    num_blocks, field = _budget_blocks(config, cfg, device, dtype, max_model_len, extra_bytes_per_block, gathers_kv)
+    attention path copies every decode's context per step (the kernels do not); kv_dtype: the cache's element type
+    when not the model's `dtype` (an FP8 cache)."""
+    num_blocks, field = _budget_blocks(
+        config, cfg, device, dtype, max_model_len, extra_bytes_per_block, gathers_kv, kv_dtype or dtype
+    )
     blocks_per_seq = -(-max_model_len // config.block_size)
     if num_blocks < blocks_per_seq:
         raise EngineConfigError(
@@ -88,11 +110,14 @@ def fit_kv_cache(
     *,
     extra_bytes_per_block: int = 0,
     gathers_kv: bool = True,
+    kv_dtype: torch.dtype | None = None,
 ) -> tuple[int, int]:
     """(num_blocks, max_model_len). A max_model_len the user chose must fit as is; the default (the model's maximum)
     is lowered, with one warning, to what the cache holds, but not below min(MIN_AUTO_MODEL_LEN, the maximum)."""
     if config.max_model_len is None:
-        blocks, field = _budget_blocks(config, cfg, device, dtype, max_model_len, extra_bytes_per_block, gathers_kv)
+        blocks, field = _budget_blocks(
+            config, cfg, device, dtype, max_model_len, extra_bytes_per_block, gathers_kv, kv_dtype or dtype
+        )
         fitted = blocks * config.block_size
         if fitted < max_model_len:
             floor = min(MIN_AUTO_MODEL_LEN, max_model_len)
@@ -108,7 +133,7 @@ def fit_kv_cache(
             )
             max_model_len = fitted
     blocks = num_kv_blocks(config, cfg, device, dtype, max_model_len, extra_bytes_per_block=extra_bytes_per_block,
-                           gathers_kv=gathers_kv)
+                           gathers_kv=gathers_kv, kv_dtype=kv_dtype)
     return blocks, max_model_len
 
 
@@ -120,9 +145,10 @@ def _budget_blocks(
     max_model_len: int,
     extra_bytes_per_block: int,
     gathers_kv: bool,
+    kv_dtype: torch.dtype,
 ) -> tuple[int, str]:
     """The blocks the configured budget buys at this max_model_len, and the field that sets the budget."""
-    per_block = bytes_per_block(cfg, config.block_size, dtype) + extra_bytes_per_block
+    per_block = bytes_per_block(cfg, config.block_size, kv_dtype) + extra_bytes_per_block
     blocks_per_seq = -(-max_model_len // config.block_size)
     if config.num_kv_blocks is not None:
         return config.num_kv_blocks, "num_kv_blocks"

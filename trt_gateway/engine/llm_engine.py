@@ -42,7 +42,7 @@ from trt_gateway.engine.block_manager import BlockManager
 from trt_gateway.engine.engine_config import EngineConfig, EngineConfigError
 from trt_gateway.engine.gguf_checkpoint import find_gguf
 from trt_gateway.engine.input_processor import EngineBounds, EngineRequest, prepare
-from trt_gateway.engine.kv_cache import fit_kv_cache
+from trt_gateway.engine.kv_cache import fit_kv_cache, resolve_kv_dtype
 from trt_gateway.engine.loader import kernels_usable, load_model, resolve_device, resolve_dtype, resolve_fp8
 from trt_gateway.engine.lora.registry import LoraRegistry
 from trt_gateway.engine.lora.slots import LoraSlots
@@ -103,9 +103,10 @@ class LLMEngine:
         self.lora = self._lora_registry(model)  # before sizing the KV cache: slots take device memory
         draft = self._draft_model()  # likewise: its weights first, then its KV shares the budget per block
         extra = draft.bytes_per_block(config.block_size) if draft is not None else 0
+        self.kv_dtype = resolve_kv_dtype(config, self.dtype, self.device)
         num_blocks, self.max_model_len = fit_kv_cache(  # a default max_model_len may be lowered to what fits
             config, self.model_config, self.device, self.dtype, self.max_model_len,
-            extra_bytes_per_block=extra, gathers_kv=not self.use_kernels,
+            extra_bytes_per_block=extra, gathers_kv=not self.use_kernels, kv_dtype=self.kv_dtype,
         )
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(
@@ -125,6 +126,7 @@ class LLMEngine:
             draft,
             max_model_len=self.max_model_len,
             use_kernels=self.use_kernels,
+            kv_dtype=self.kv_dtype,
         )
         self.speculation = (
             SpeculationPlanner(

@@ -52,6 +52,7 @@ class ModelRunner:
         *,
         max_model_len: int = 0,
         use_kernels: bool = False,
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         self.model_cfg = model_cfg
         self.model = model
@@ -60,7 +61,8 @@ class ModelRunner:
         self.dtype = dtype
         self.use_kernels = use_kernels
         # One block past the num_blocks the block manager hands out: CUDA graphs' padding rows write there.
-        self.kv_cache = allocate_kv_cache(model_cfg, num_blocks + 1, config.block_size, dtype, device)
+        # kv_dtype: FP8 E4M3 with kv_cache_dtype="fp8" (the attention layers store into it and read from it).
+        self.kv_cache = allocate_kv_cache(model_cfg, num_blocks + 1, config.block_size, kv_dtype or dtype, device)
         for i, attn in enumerate(model.attention_layers()):
             attn.bind_cache(self.kv_cache[0, i], self.kv_cache[1, i])
         self.draft = draft

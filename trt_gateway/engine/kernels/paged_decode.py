@@ -128,6 +128,8 @@ if triton is not None:
                 mask=valid[:, None],
                 other=0.0,
             )
+            k = k.to(q.dtype)  # an FP8 cache holds values as they are (scale 1): converting is all it takes
+            v = v.to(q.dtype)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [GROUP_PAD, BLOCK_N]
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))

@@ -33,8 +33,10 @@ def check_paged_inputs(
         raise ValueError(f"q {tuple(q.shape)} does not fit the cache {tuple(k_cache.shape)}")
     if head_dim < 16 or head_dim & (head_dim - 1):
         raise ValueError(f"head_dim must be a power of two >= 16 for this kernel, got {head_dim}")
-    if not q.dtype == k_cache.dtype == v_cache.dtype:
-        raise ValueError(f"q, k_cache, v_cache dtypes differ: {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    if k_cache.dtype != v_cache.dtype or k_cache.dtype not in (q.dtype, torch.float8_e4m3fn):
+        raise ValueError(
+            f"k_cache and v_cache must be q's dtype or float8_e4m3fn, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}"
+        )
     inner = (num_kv_heads * head_dim, head_dim, 1)
     if k_cache.stride()[1:] != inner or v_cache.stride()[1:] != inner:
         raise ValueError("each cache block must be contiguous")

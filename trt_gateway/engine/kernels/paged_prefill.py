@@ -87,6 +87,8 @@ if triton is not None:
             else:
                 k = tl.load(k_ptrs)
                 v = tl.load(v_ptrs)
+            k = k.to(q.dtype)  # an FP8 cache holds values as they are (scale 1): converting is all it takes
+            v = v.to(q.dtype)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # [ROWS, BLOCK_N]
             if SLIDING:
                 seen = (t[None, :] <= q_pos[:, None]) & (t[None, :] > q_pos[:, None] - window)

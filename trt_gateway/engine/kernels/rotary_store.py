@@ -53,12 +53,21 @@ if triton is not None:
         return out1, out2
 
     @triton.jit
+    def _to_cache(x, base):
+        """x as the cache stores it: unchanged in the model's dtype; FP8 E4M3 as torch casts it (`to_cache` in
+        layers/attention.py): from float32, clamped to +-448, rounded to nearest even."""
+        dtype = base.dtype.element_ty
+        if dtype == tl.float8e4nv:
+            return tl.clamp(x.to(tl.float32), -448.0, 448.0).to(dtype)
+        return x.to(dtype)
+
+    @triton.jit
     def _store_heads(base, stride_head, num_heads, x1, x2, j, j_ok, HALF: tl.constexpr, HEADS_PAD: tl.constexpr):
         h = tl.arange(0, HEADS_PAD)
         mask = (h < num_heads)[:, None] & j_ok[None, :]
         ptr1 = base + h[:, None] * stride_head + j[None, :]
-        tl.store(ptr1, x1, mask=mask)
-        tl.store(ptr1 + HALF, x2, mask=mask)
+        tl.store(ptr1, _to_cache(x1, base), mask=mask)
+        tl.store(ptr1 + HALF, _to_cache(x2, base), mask=mask)
 
     @triton.jit
     def _rotary_kernel(
@@ -235,7 +244,8 @@ class KVWrite:
             raise ValueError(
                 f"caches {tuple(self.k_cache.shape)}, {tuple(self.v_cache.shape)} do not hold k {tuple(k.shape)}"
             )
-        if not (self.k_cache.is_contiguous() and self.v_cache.is_contiguous()) or self.k_cache.dtype != k.dtype:
-            raise ValueError("the caches must be contiguous and of k's dtype")
+        dtypes = (k.dtype, torch.float8_e4m3fn)
+        if not (self.k_cache.is_contiguous() and self.v_cache.is_contiguous()) or self.k_cache.dtype not in dtypes:
+            raise ValueError("the caches must be contiguous and of k's dtype or float8_e4m3fn")
         if self.slot_mapping.shape != k.shape[:1]:
             raise ValueError(f"slot_mapping {tuple(self.slot_mapping.shape)} must be [T] for k {tuple(k.shape)}")

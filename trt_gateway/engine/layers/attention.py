@@ -120,6 +120,8 @@ class Attention(nn.Module):
             write_kv(self.k_cache, self.v_cache, k, v, meta.slot_mapping)
         if self.use_kernels:
             return self._forward_kernels(q, meta)
+        if self.k_cache.dtype != k.dtype:  # an FP8 cache: a fresh prompt attends to its K/V as the cache holds them,
+            k, v = as_cached(k, self.k_cache.dtype), as_cached(v, self.v_cache.dtype)  # as its later tokens will
         out = torch.empty_like(q)
         n = meta.num_decodes
         if n:
@@ -178,21 +180,43 @@ class Attention(nn.Module):
         return out
 
 
+FP8_KV_MAX = 448.0  # E4M3's largest finite value
+
+
+def to_cache(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x as a cache of `dtype` stores it: FP8 E4M3 values as they are (scale 1), clamped to +-448 so nothing
+    overflows to NaN, rounded to nearest even (the rotary kernel stores the same bytes)."""
+    if dtype == x.dtype:
+        return x
+    return x.float().clamp(-FP8_KV_MAX, FP8_KV_MAX).to(dtype)
+
+
+def as_cached(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x rounded to what a cache of `dtype` holds, back in x's dtype."""
+    return to_cache(x, dtype).to(x.dtype)
+
+
 def write_kv(
     k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
-    """Scatter k, v [T, Hkv, D] into the caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]."""
+    """Scatter k, v [T, Hkv, D] into the caches [num_blocks, block_size, Hkv, D] at slot_mapping [T]; an FP8 cache
+    stores `to_cache` of them (as bytes: index_copy_ has no float8 kernel on the CPU)."""
     num_kv_heads, head_dim = k.shape[1:]
-    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k)
-    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v)
+    for cache, x in ((k_cache, k), (v_cache, v)):
+        if cache.dtype == x.dtype:
+            cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, x)
+        else:
+            rows = cache.view(torch.uint8).view(-1, num_kv_heads, head_dim)
+            rows.index_copy_(0, slot_mapping, to_cache(x, cache.dtype).view(torch.uint8))
 
 
-def gather_kv(cache: torch.Tensor, block_tables: torch.Tensor) -> torch.Tensor:
-    """cache [num_blocks, bs, Hkv, D], block_tables [B, M] -> [B, Hkv, M * bs, D], the layout SDPA wants."""
+def gather_kv(cache: torch.Tensor, block_tables: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """cache [num_blocks, bs, Hkv, D], block_tables [B, M] -> [B, Hkv, M * bs, D] in `dtype`, the layout SDPA
+    wants (an FP8 cache's values converted: they are stored unscaled)."""
     batch, max_blocks = block_tables.shape
     block_size, num_kv_heads, head_dim = cache.shape[1:]
     kv = cache[block_tables].view(batch, max_blocks * block_size, num_kv_heads, head_dim)
-    return kv.transpose(1, 2)
+    return kv.to(dtype).transpose(1, 2)
 
 
 def decode_attention(
@@ -207,8 +231,8 @@ def decode_attention(
 ) -> torch.Tensor:
     """q: [B, H, D]; block_tables: [B, M]; context_lens: [B] -> [B, H, D]. Keys past context_len are masked, and
     with a window those before context_len - window."""
-    k = gather_kv(k_cache, block_tables)  # [B, Hkv, L, D]
-    v = gather_kv(v_cache, block_tables)
+    k = gather_kv(k_cache, block_tables, q.dtype)  # [B, Hkv, L, D]
+    v = gather_kv(v_cache, block_tables, q.dtype)
     key_pos = torch.arange(k.shape[2], device=q.device)
     valid = key_pos[None, :] < context_lens[:, None]  # [B, L]
     if window is not None:
@@ -240,8 +264,8 @@ def prefill_attention(
     if span.block_table is None:  # fresh prompt: this chunk's own K/V are the whole context
         keys, values = k.transpose(0, 1)[None], v.transpose(0, 1)[None]
     else:
-        keys = gather_kv(k_cache, span.block_table[None])[:, :, :ctx]  # [1, Hkv, ctx, D]
-        values = gather_kv(v_cache, span.block_table[None])[:, :, :ctx]
+        keys = gather_kv(k_cache, span.block_table[None], q.dtype)[:, :, :ctx]  # [1, Hkv, ctx, D]
+        values = gather_kv(v_cache, span.block_table[None], q.dtype)[:, :, :ctx]
     # Query i sits at absolute position ctx - n + i and sees keys 0 ..= that position (within the window).
     q_pos = torch.arange(ctx - span.num_query, ctx, device=q.device)
     k_pos = torch.arange(ctx, device=q.device)
