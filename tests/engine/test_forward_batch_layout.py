@@ -203,3 +203,14 @@ def test_decode_only_steps_of_every_batch_size_match() -> None:
             for s in starts
         ]
         assert_matches(layout(chunks, 16, CPU), reference_layout(chunks, 16, batched_prefill=False))
+
+
+@pytest.mark.parametrize("batched_prefill", [False, True])
+def test_chunks_of_no_tokens_keep_their_place_among_the_decodes(batched_prefill: bool) -> None:
+    """Rare in the engine, but the layout must still agree: an empty chunk adds no row, takes the row after the
+    decodes before it, and (with inconsistent ranks) its adapter rank counts where it stands."""
+    decode = Chunk([5], 3, [1], num_logits=1, lora_slot=1, lora_rank=8)
+    empty = Chunk([], 3, [2], lora_slot=1, lora_rank=4)
+    prompt = Chunk([6, 7, 8], 2, [3, 9], num_logits=1, lora_slot=2, lora_rank=2)
+    for chunks in ([decode, empty, prompt], [empty, decode, prompt], [prompt, decode, empty, decode]):
+        assert_matches(layout(chunks, 4, CPU, batched_prefill), reference_layout(chunks, 4, batched_prefill))
