@@ -26,7 +26,9 @@ from trt_gateway.engine.layers.attention import AttentionMetadata, PrefillBatch,
 from trt_gateway.engine.layers.lora import LoraBatch
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs about 2.5x (one object.__setattr__ per field), and the model runner
+# builds one Chunk per sequence per step (1,024 at large batch). Nothing keeps a Chunk past its `layout` call.
+@dataclass(slots=True)
 class Chunk:
     token_ids: Sequence[int]  # the tokens computed this pass
     start: int  # position of the first one; earlier positions have KV
