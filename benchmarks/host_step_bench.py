@@ -90,9 +90,9 @@ def fake_samples(out: SchedulerOutput, rng: random.Random) -> dict[int, tuple[Sa
     return {item.seq.seq_id: (SampledToken(rng.randrange(3, 500)),) for item in out.scheduled if item.samples}
 
 
-def timed(fn: Callable[[], Any], into: list[float]) -> Any:
+def timed(into: list[float], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     began = time.perf_counter()
-    result = fn()
+    result = fn(*args, **kwargs)
     into.append(time.perf_counter() - began)
     return result
 
@@ -105,25 +105,25 @@ def bench_batch(engine: LLMEngine, batch: int, args: argparse.Namespace) -> dict
     # async steady state: prev is in flight; schedule and lay out the next one, then retire prev
     prev = sched.schedule()
     for _ in range(args.steps):
-        nxt = timed(lambda: sched.schedule_next(prev), times["schedule_next"])
+        nxt = timed(times["schedule_next"], sched.schedule_next, prev)
         assert nxt is not None and len(nxt.scheduled) == batch, "every sequence should keep decoding"
-        timed(lambda: runner.prepare(nxt.scheduled, placeholders=True), times["prepare_placeholders"])
+        timed(times["prepare_placeholders"], runner.prepare, nxt.scheduled, placeholders=True)
         samples = fake_samples(prev, rng)
-        timed(lambda: sched.postprocess(prev, samples), times["postprocess"])
+        timed(times["postprocess"], sched.postprocess, prev, samples)
         prev = nxt
     sched.postprocess(prev, fake_samples(prev, rng))
     # the synchronous path
     times["schedule"], times["prepare"] = [], []
     for _ in range(args.steps):
-        out = timed(sched.schedule, times["schedule"])
-        timed(lambda: runner.prepare(out.scheduled), times["prepare"])
+        out = timed(times["schedule"], sched.schedule)
+        timed(times["prepare"], runner.prepare, out.scheduled)
         sched.postprocess(out, fake_samples(out, rng))
     # the layout alone, on the chunks prepare(placeholders=True) would build
     out = sched.schedule()  # gives each sequence the block its next token needs
     chunks = [Chunk([0], item.start, item.seq.block_table, num_logits=1) for item in out.scheduled]
     times["layout_only"] = []
     for _ in range(args.steps):
-        timed(lambda: layout(chunks, runner.block_size, runner.device), times["layout_only"])
+        timed(times["layout_only"], layout, chunks, runner.block_size, runner.device)
     sched.postprocess(out, fake_samples(out, rng))
     contexts = [s.num_tokens for s in sched.running]
     for seq in list(sched.running):
