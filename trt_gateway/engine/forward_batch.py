@@ -16,6 +16,7 @@ same block tables, so the slots are the same.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,9 @@ from trt_gateway.engine.layers.attention import AttentionMetadata, PrefillBatch,
 from trt_gateway.engine.layers.lora import LoraBatch
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs about 2.5x (one object.__setattr__ per field), and the model runner
+# builds one Chunk per sequence per step (1,024 at large batch). Nothing keeps a Chunk past its `layout` call.
+@dataclass(slots=True)
 class Chunk:
     token_ids: Sequence[int]  # the tokens computed this pass
     start: int  # position of the first one; earlier positions have KV
@@ -62,7 +65,14 @@ class _Packer:
         return len(self.parts) - 1
 
     def ship(self, device: torch.device) -> list[torch.Tensor]:
-        host = torch.tensor(self.values, dtype=torch.int64, pin_memory=device.type == "cuda")
+        pin = device.type == "cuda"
+        if len(self.values) < 256:  # small steps: torch.tensor's per-element cost is less than the extra copy below
+            host = torch.tensor(self.values, dtype=torch.int64, pin_memory=pin)
+        else:
+            # Through array('q'): torch.tensor(list) converts element by element (about 50 ns each, over 1 ms for
+            # the 20k integers of a 1,024-sequence step); array converts in C at a fraction of that.
+            host = torch.empty(len(self.values), dtype=torch.int64, pin_memory=pin)
+            host.copy_(torch.frombuffer(array("q", self.values), dtype=torch.int64))
         flat = host.to(device, non_blocking=True)
         out = []
         for offset, shape in self.parts:
@@ -77,36 +87,46 @@ def layout(
     chunks: Sequence[Chunk], block_size: int, device: torch.device, batched_prefill: bool = False
 ) -> ForwardBatch:
     """batched_prefill: describe the prefill chunks as one `PrefillBatch` (kernel path) instead of spans."""
-    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) > 1)  # stable: decodes first
-    input_ids: list[int] = []
-    positions: list[int] = []
-    slots: list[int] = []
+    bs = block_size
+    # Rows: decodes first, in the order given, then the longer chunks in order. A chunk of no tokens keeps its place
+    # among the decodes (it adds no row) but is described like a prefill chunk.
     first_row = [0] * len(chunks)
-    lora_slots: list[int] = []
-    lora_ranks: dict[int, int] = {}
     decodes: list[Chunk] = []
+    rest: list[int] = []  # indices of the chunks that are not decodes, in row order
+    longer: list[int] = []
+    for i, chunk in enumerate(chunks):
+        n = len(chunk.token_ids)
+        if n == 1:
+            first_row[i] = len(decodes)
+            decodes.append(chunk)
+        elif n:
+            longer.append(i)
+        else:
+            first_row[i] = len(decodes)
+            rest.append(i)
+    rest += longer
+    # A decode is one token at position `start`: no per-token loop, one comprehension per array.
+    input_ids = [d.token_ids[0] for d in decodes]
+    positions = [d.start for d in decodes]
+    slots = [d.block_table[p // bs] * bs + p % bs for d, p in zip(decodes, positions, strict=True)]
+    context_lens = [p + 1 for p in positions]
     prefills: list[tuple[int, Chunk]] = []  # (first row, chunk)
-    for i in order:
+    for i in rest:
         chunk = chunks[i]
         start, n, table = chunk.start, len(chunk.token_ids), chunk.block_table
-        first_row[i] = len(input_ids)
+        if n:
+            first_row[i] = len(input_ids)
         input_ids.extend(chunk.token_ids)
-        if n == 1:
-            positions.append(start)
-            slots.append(table[start // block_size] * block_size + start % block_size)
-            decodes.append(chunk)
-        else:
-            positions.extend(range(start, start + n))
-            slots.extend(table[p // block_size] * block_size + p % block_size for p in range(start, start + n))
-            prefills.append((first_row[i], chunk))
-        lora_slots.extend([chunk.lora_slot] * n)
-        if chunk.lora_slot:
-            lora_ranks[chunk.lora_slot] = chunk.lora_rank
-    logit_rows = [
-        first_row[i] + len(chunk.token_ids) - j
-        for i, chunk in enumerate(chunks)
-        for j in range(chunk.num_logits, 0, -1)
-    ]
+        positions.extend(range(start, start + n))
+        slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+        prefills.append((first_row[i], chunk))
+    logit_rows: list[int] = []
+    for i, chunk in enumerate(chunks):
+        end, k = first_row[i] + len(chunk.token_ids), chunk.num_logits
+        if k == 1:
+            logit_rows.append(end - 1)
+        elif k > 0:
+            logit_rows.extend(range(end - k, end))
     packer = _Packer()
     packer.add(input_ids)
     packer.add(positions)
@@ -114,14 +134,14 @@ def layout(
     packer.add(logit_rows)
     # A decode's table holds the blocks its context needs; pad to the longest with block 0, which the context
     # length hides.
-    packer.add(*_tables([d.block_table for d in decodes], [d.start + 1 for d in decodes], block_size))
-    packer.add([d.start + 1 for d in decodes])
+    packer.add(*_tables([d.block_table for d in decodes], context_lens, bs))
+    packer.add(context_lens)
     if batched_prefill and prefills:
         num_decodes = len(decodes)
         query_start = [row - num_decodes for row, _ in prefills] + [len(input_ids) - num_decodes]
         ends = [c.start + len(c.token_ids) for _, c in prefills]
         packer.add(query_start)
-        packer.add(*_tables([c.block_table for _, c in prefills], ends, block_size))
+        packer.add(*_tables([c.block_table for _, c in prefills], ends, bs))
         packer.add(ends)
     views = packer.ship(device)
     ids, pos, slot_mapping, rows, decode_tables, decode_lens = views[:6]
@@ -141,7 +161,7 @@ def layout(
                 row,
                 len(c.token_ids),
                 c.start + len(c.token_ids),
-                _blocks(c, block_size, device) if c.start else None,
+                _blocks(c, bs, device) if c.start else None,
             )
             for row, c in prefills
         )
@@ -153,17 +173,32 @@ def layout(
         prefills=spans,
         prefill_batch=prefill_batch,
     )
-    return ForwardBatch(ids, pos, meta, rows, LoraBatch.build(lora_slots, lora_ranks, device))
+    return ForwardBatch(ids, pos, meta, rows, _lora(chunks, decodes, rest, device))
+
+
+def _lora(chunks: Sequence[Chunk], decodes: list[Chunk], rest: list[int], device: torch.device) -> LoraBatch | None:
+    """Per-token adapter slots in row order; a step without adapters (the common case) skips the per-token list."""
+    if not any(c.lora_slot for c in chunks):
+        return None
+    slots = [d.lora_slot for d in decodes]
+    for i in rest:
+        slots.extend([chunks[i].lora_slot] * len(chunks[i].token_ids))
+    # slot -> rank, the last chunk in row order winning (chunks of no tokens count where they stand among the decodes)
+    ranks = {c.lora_slot: c.lora_rank for c in chunks if len(c.token_ids) <= 1 and c.lora_slot}
+    ranks.update((c.lora_slot, c.lora_rank) for c in chunks if len(c.token_ids) > 1 and c.lora_slot)
+    return LoraBatch.build(slots, ranks, device)
 
 
 def _tables(tables: list[Sequence[int]], context_lens: list[int], block_size: int) -> tuple[list[int], tuple[int, int]]:
     """Flattened [N, width] block tables, each cut to the blocks its context needs and padded with block 0."""
     needed = [-(-n // block_size) for n in context_lens]
     width = max(needed, default=1)
+    pads = [[0] * k for k in range(width + 1)]  # one padding list per length, shared by the rows
     flat: list[int] = []
+    extend = flat.extend
     for table, m in zip(tables, needed, strict=True):
-        flat.extend(table[:m])
-        flat.extend([0] * (width - m))
+        extend(table[:m] if len(table) > m else table)
+        extend(pads[width - m])
     return flat, (len(tables), width)
 
 

@@ -154,14 +154,16 @@ class Sequence:
             return FinishReason.ERROR
         last = self.token_ids[-1]
         stopping = self.request.stopping
+        num_tokens = len(self.token_ids)  # the sizes computed once: this runs for every sequence every step
+        num_output = num_tokens - self.num_prompt_tokens
         # min_tokens is also enforced in the sampler (stop ids are masked); this keeps it true for forced tokens too.
-        if last in self.stop_token_ids and self.num_output_tokens >= stopping.min_tokens:
+        if last in self.stop_token_ids and num_output >= stopping.min_tokens:
             self.matched_stop_token_id = last
             return FinishReason.STOP_TOKEN
         if self.grammar is not None and self.grammar.is_terminated():  # the grammar is complete and took EOS
             self.matched_stop_token_id = last
             return FinishReason.STOP_TOKEN
-        if self.num_output_tokens >= stopping.max_tokens or self.num_tokens >= max_model_len:
+        if num_output >= stopping.max_tokens or num_tokens >= max_model_len:
             return FinishReason.LENGTH
         return None
 
