@@ -124,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("", "fp8"),
         help="engine: 'fp8' quantizes the decoder projections at load (Hopper GPUs; HF phases stay unquantized)",
     )
+    p.add_argument(
+        "--kv-cache-dtype", default="auto", choices=("auto", "fp8"), help="engine: 'fp8' stores the KV cache in FP8"
+    )
     p.add_argument("--input-len", type=int, default=128, help="prompt tokens of every request")
     p.add_argument("--output-len", type=int, default=128, help="output tokens of every throughput request")
     p.add_argument("--requests", type=int, default=1024, help="engine: requests of the saturated run")
@@ -375,6 +378,7 @@ def run_engine(args: argparse.Namespace, model: str, device: str, dtype: str) ->
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=False, seed=args.seed,
         cpu_threads=args.threads if device == "cpu" else 0, quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype,
     )  # fmt: skip
     if args.cuda_graph_max_batch:
         options["cuda_graph_max_batch"] = args.cuda_graph_max_batch
@@ -432,7 +436,7 @@ def run_engine(args: argparse.Namespace, model: str, device: str, dtype: str) ->
         "startup_s": round(startup_s, 2), "warmup_s": round(warmup_s, 2),
         "warmup": f"1 request x 4 tokens, then {largest} requests x {args.warmup_tokens} tokens at once",
         "load_format": options.get("load_format", "safetensors"), "dtype": dtype,
-        "quantization": args.quantization or "none",
+        "quantization": args.quantization or "none", "kv_cache_dtype": args.kv_cache_dtype,
         "kv_blocks": engine.num_total_blocks, "block_size": engine.config.block_size,
         "max_num_seqs": options["max_num_seqs"], "max_num_batched_tokens": args.max_num_batched_tokens,
         "max_model_len": args.max_model_len, "enable_prefix_caching": False,

@@ -80,6 +80,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--quantization", choices=("fp8",),
                    help="FP8 weights (native on Hopper GPUs, or vLLM); the same as --option quantization=fp8 "
                    "(default: none, the checkpoint's own)")
+    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"),
+                   help="KV cache element type: fp8 stores K/V in FP8 E4M3, half the bytes of bfloat16 (native: "
+                   "CPU or a GPU of compute capability 8.9+; vLLM); the same as --option kv_cache_dtype=fp8 "
+                   "(default: auto, the model's dtype)")
     p.add_argument("--adapter-root", action="append", default=[], metavar="DIR",
                    help="directory LoRA adapter paths must lie under; repeatable (default: none, LoRA off)")
     p.add_argument("--adapter", action="append", type=_key_value, default=[], metavar="NAME=DIR",
@@ -157,6 +161,7 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     put(options, "kv_cache_bytes", args.kv_cache_bytes)
     put(options, "gpu_memory_utilization", args.gpu_memory_utilization)
     put(options, "quantization", args.quantization)
+    put(options, "kv_cache_dtype", args.kv_cache_dtype)
     put(executor, "options", options)
     put(lora, "adapter_roots", list(args.adapter_root))
     put(lora, "adapters", dict(args.adapter))

@@ -128,3 +128,16 @@ def _score(engine: LLMEngine, ids: list[int]) -> torch.Tensor:
     batch = layout([Chunk(ids, 0, blocks, num_logits=len(ids))], runner.block_size, runner.device)
     hidden = runner.model(batch.input_ids, batch.positions, batch.meta)
     return runner.model.compute_logits(hidden[batch.logit_rows]).float()
+
+
+def test_the_flag_and_the_option_reach_the_engine() -> None:
+    from trt_gateway.cli import build_parser, serve_overrides
+    from trt_gateway.config import ConfigError, from_mapping
+    from trt_gateway.executors.native import DEMO_MODEL, NativeExecutor
+
+    args = build_parser().parse_args(["serve", "--kv-cache-dtype", "fp8"])
+    executor = from_mapping(serve_overrides(args)).executor
+    assert dict(executor.options) == {"kv_cache_dtype": "fp8"}
+    assert NativeExecutor(str(DEMO_MODEL), options=executor.options).engine_config.kv_cache_dtype == "fp8"
+    with pytest.raises(ConfigError, match="kv_cache_dtype"):
+        NativeExecutor(str(DEMO_MODEL), options={"kv_cache_dtype": "int8"})

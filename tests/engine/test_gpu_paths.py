@@ -151,6 +151,18 @@ def test_kernels_match_the_torch_paths(checkpoints):
 
 
 @needs_cuda
+def test_an_fp8_kv_cache_reads_the_same_through_kernels_graphs_and_torch(llama):
+    """kv_cache_dtype="fp8": the rotary kernel's stores, the attention kernels and the graphs against the torch
+    paths over the same FP8 cache (both attend over the rounded values, so only summation order differs)."""
+    request_prompts = dict(zip("abcd", prompts(4, [2, 11, 25, 40], seed=9), strict=True))
+    fast = make_engine(llama.path, device="cuda", dtype="float32", kv_cache_dtype="fp8")
+    assert fast.use_kernels and fast.model_runner.graphs is not None
+    assert fast.model_runner.kv_cache.dtype == torch.float8_e4m3fn
+    plain = make_engine(llama.path, device="cuda", dtype="float32", kernels=False, kv_cache_dtype="fp8")
+    _compare(_run_staggered(fast, request_prompts), _run_staggered(plain, request_prompts), 2e-3)
+
+
+@needs_cuda
 def test_dummy_8b_shaped_layer_runs_and_kv_comes_from_free_memory(tmp_path):
     # Llama-3-8B's layer shapes (GQA 32/8, head_dim 128, FFN 14336) with 2 layers and a small vocabulary.
     path = _tiny_config(

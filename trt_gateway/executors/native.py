@@ -7,7 +7,7 @@ tokenize, adapters, stats), which owns tokenization, checks, grammars, adapter p
 Options (`--option KEY=VALUE` or `[executor.options]`) are `EngineConfig` fields: device, dtype, max_model_len,
 max_num_seqs, max_num_batched_tokens, block_size, kv_cache_bytes, gpu_memory_utilization, num_kv_blocks,
 enable_prefix_caching, max_top_logprobs, seed, ngram_min, ngram_max, cpu_threads, quantization ("fp8", also
-`--quantization fp8`). LoRA sizes come from `[executor.lora]`, and
+`--quantization fp8`), kv_cache_dtype ("fp8", also `--kv-cache-dtype fp8`). LoRA sizes come from `[executor.lora]`, and
 speculative decoding from `[executor.speculative]` (mode, draft_model, num_draft_tokens, max_batch) instead.
 
 LoRA is on when adapter roots are configured (adapters can only be loaded from under one): the engine then has
