@@ -17,7 +17,7 @@ The contract every kernel here that takes `PDL` keeps (`launch_dependents` / `wa
 
 Only kernels captured into CUDA graphs use it (the decode steps of up to `cuda_graph_max_batch` sequences). Eager
 steps (prefill chunks, decode batches above the graphs) do not: there, on an H200 with FP8 weights, a decode step
-of 1,024 sequences took 53 ms with PDL against 29 without (benchmarks/results/2026-12-04-h200-pdl-*.json), while
+of 1,024 sequences took 53 ms with PDL against 29 without (benchmarks/results/2026-12-04-h200-s7-pdl-everywhere-*), while
 graphed steps were as fast or faster. The likely cause, not confirmed: the CUTLASS FP8 GEMMs torch calls take part
 in PDL, and this side's kernels, launched early behind them, sit on the SMs the GEMM tiles need.
 

@@ -21,6 +21,9 @@ p - window + 1 ..= p, as HF's mask does. Every block stays in the cache (prefix 
 unchanged); the window is a mask in the torch path and a lower bound on the keys walked in the kernels.
 Soft-capping (Gemma2: scores -> cap * tanh(scores / cap) before the mask) has no kernel and SDPA cannot do it, so
 those models run the explicit torch attention below on every device (`loader.kernels_usable` says no).
+
+An FP8 cache (`kv_cache_dtype="fp8"`) holds K/V unscaled (`to_cache`); every path attends over those rounded values,
+a fresh prompt included (docs/engine.md#fp8-kv-cache).
 """
 
 from __future__ import annotations
@@ -188,7 +191,9 @@ def to_cache(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     overflows to NaN, rounded to nearest even (the rotary kernel stores the same bytes)."""
     if dtype == x.dtype:
         return x
-    return x.float().clamp(-FP8_KV_MAX, FP8_KV_MAX).to(dtype)
+    if dtype == torch.float8_e4m3fn:
+        return x.float().clamp(-FP8_KV_MAX, FP8_KV_MAX).to(dtype)
+    return x.to(dtype)
 
 
 def as_cached(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
