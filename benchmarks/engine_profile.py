@@ -55,6 +55,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cuda-graph-max-batch", type=int, default=1024)  # the engine's default
     p.add_argument("--no-kernels", action="store_true", help="the plain torch paths (no Triton, no graphs)")
     p.add_argument("--quantization", default="", choices=("", "fp8"), help="'fp8': FP8 weights (Hopper GPUs)")
+    p.add_argument(
+        "--graphed-kernels",
+        action="store_true",
+        help="profile the graphed steps themselves (CUPTI reports the kernels of a graph replay on recent CUDA) "
+        "instead of eager steps of the same batch",
+    )
     p.add_argument("--top", type=int, default=12, help="kernels listed per batch size")
     return p.parse_args()
 
@@ -144,7 +150,7 @@ def profile_batch(engine: LLMEngine, batch: int, args: argparse.Namespace, timer
         # Kernels inside a graph replay are invisible to the profiler: profile eager steps of the same batch (their
         # GPU time is the graph's plus launch gaps), and report the graphed step's wall time beside it.
         runner = engine.model_runner
-        graphs, runner.graphs = runner.graphs, None
+        graphs, runner.graphs = runner.graphs, (runner.graphs if args.graphed_kernels else None)
         kernels = kernel_table(engine, args)
         runner.graphs = graphs
     for seq in list(engine.scheduler.running) + list(engine.scheduler.waiting):
@@ -181,10 +187,11 @@ def kernel_table(engine: LLMEngine, args: argparse.Namespace) -> dict[str, Any]:
         entry[1] += 1
     rows = sorted(per_kernel.items(), key=lambda kv: -kv[1][0])
     busy_us = sum(t for t, _ in per_kernel.values()) / args.profile_steps
+    how = "graphed" if args.graphed_kernels else "eager"
     return {
-        "eager_gpu_busy_ms_per_step": round(busy_us / 1e3, 3),
-        "eager_kernels_per_step": round(sum(c for _, c in per_kernel.values()) / args.profile_steps, 1),
-        "top_kernels_eager": [
+        f"{how}_gpu_busy_ms_per_step": round(busy_us / 1e3, 3),
+        f"{how}_kernels_per_step": round(sum(c for _, c in per_kernel.values()) / args.profile_steps, 1),
+        f"top_kernels_{how}": [
             {"kernel": name[:80], "ms_per_step": round(t / args.profile_steps / 1e3, 3), "calls_per_step": c / args.profile_steps}
             for name, (t, c) in rows[: args.top]
         ],
