@@ -9,7 +9,9 @@ two slices. Its size comes from a byte budget:
   and of the CUDA graphs' static logits buffer.
 Budgets are capped at SURPLUS_FACTOR x what max_num_seqs full-length sequences can use: beyond that, blocks only
 hold more prefix cache, and each one costs host-side bookkeeping (a tiny model on an 80 GB GPU would otherwise get
-millions). One max_model_len sequence must fit (it could never finish otherwise): a max_model_len left at its default
+millions). Blocks are sized in the cache's own element type: the model's, or FP8 E4M3 with `kv_cache_dtype="fp8"`
+(`resolve_kv_dtype`), a byte per element, so the same budget buys twice the blocks of a bfloat16 cache.
+One max_model_len sequence must fit (it could never finish otherwise): a max_model_len left at its default
 (the model's maximum) is lowered to what fits, with a warning (`fit_kv_cache`); a chosen one is refused.
 """
 
