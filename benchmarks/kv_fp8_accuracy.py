@@ -20,12 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "tests"):
+for path in (ROOT, ROOT / "tests", ROOT / "tests" / "golden"):
     if str(path) not in sys.path:
-        sys.path.append(str(path))  # `trt_gateway` and tests/real_models.py importable from a plain checkout
+        sys.path.append(str(path))  # `trt_gateway` and the tests' real_models / engine_golden helpers importable
 
 PROMPTS = [
     "What is the capital of France?",
@@ -65,18 +63,6 @@ def generate(engine: Any, prompt: list[int], n: int) -> list[int]:
     return out
 
 
-@torch.inference_mode()
-def score(engine: Any, ids: list[int]) -> torch.Tensor:
-    """Logits [len(ids), V] float32 of one prefill over ids, in blocks no request holds (the engine is idle)."""
-    from trt_gateway.engine.forward_batch import Chunk, layout
-
-    runner = engine.model_runner
-    blocks = list(range(-(-len(ids) // runner.block_size)))
-    batch = layout([Chunk(ids, 0, blocks, num_logits=len(ids))], runner.block_size, runner.device, runner.use_kernels)
-    hidden = runner.model(batch.input_ids, batch.positions, batch.meta)
-    return runner.model.compute_logits(hidden[batch.logit_rows]).float().cpu()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model = args.model
@@ -94,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         prompt = chat_ids(model, text)
         a, b = generate(ref, prompt, args.new_tokens), generate(fp8, prompt, args.new_tokens)
         first = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), len(a))
-        la, lb = score(ref, prompt + a), score(fp8, prompt + a)
+        from engine_golden import engine_logits  # one prefill over the whole sequence, in blocks of its own
+
+        seq = prompt + a
+        la, lb = (engine_logits(e, seq, [len(seq)]).float() for e in (ref, fp8))
         rows.append({
             "prompt": text, "greedy_same_prefix": first, "greedy_agreement": sum(x == y for x, y in zip(a, b, strict=True)) / len(a),
             "logits_rel_error": float((lb - la).norm() / la.norm()), "logits_max_abs_diff": float((lb - la).abs().max()),
